@@ -1,0 +1,64 @@
+"""The sans-IO uTP engine: codec, connections, demultiplexer. No Twisted, no sockets, no clocks.
+
+Every call takes ``now`` (seconds, any monotonic origin); datagrams to send and
+timer deadlines are pulled by the caller. See ``docs/design.rst``.
+"""
+
+from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
+from ._congestion import (
+    CongestionController,
+    SimpleWindow,
+    create_congestion_controller,
+    register_congestion_controller,
+)
+from ._connection import ConnectionStats, UTPConnection
+from ._context import ContextStats, UTPContext
+from ._events import (
+    Connected,
+    ConnectionAborted,
+    ConnectionClosed,
+    ConnectionReset,
+    ConnectionTerminated,
+    ConnectionTimedOut,
+    DataReceived,
+    EndOfStream,
+    Event,
+    Writable,
+)
+from ._packet import Packet, PacketError, PacketType, decode_packet, encode_packet, is_utp_datagram
+from ._rtt import RTTEstimator
+from ._state import TRANSITIONS, ConnectionState, Input
+
+__all__ = [
+    "MAX_DATAGRAM_IPV4",
+    "MAX_DATAGRAM_IPV6",
+    "TRANSITIONS",
+    "CongestionController",
+    "Connected",
+    "ConnectionAborted",
+    "ConnectionClosed",
+    "ConnectionReset",
+    "ConnectionState",
+    "ConnectionStats",
+    "ConnectionTerminated",
+    "ConnectionTimedOut",
+    "ContextStats",
+    "DataReceived",
+    "EndOfStream",
+    "Event",
+    "Input",
+    "Packet",
+    "PacketError",
+    "PacketType",
+    "RTTEstimator",
+    "SimpleWindow",
+    "UTPConfig",
+    "UTPConnection",
+    "UTPContext",
+    "Writable",
+    "create_congestion_controller",
+    "decode_packet",
+    "encode_packet",
+    "is_utp_datagram",
+    "register_congestion_controller",
+]

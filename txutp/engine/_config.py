@@ -1,0 +1,91 @@
+"""Engine configuration: one frozen dataclass with the reference implementations' defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MAX_DATAGRAM_IPV4", "MAX_DATAGRAM_IPV6", "UTPConfig"]
+
+#: Largest UDP payload we ever send on IPv4 (1500 - 20 - 8). ucat and libtorrent
+#: silently truncate anything larger and still ACK it.
+MAX_DATAGRAM_IPV4 = 1472
+#: Largest UDP payload we ever send on IPv6 (1500 - 40 - 8).
+MAX_DATAGRAM_IPV6 = 1452
+
+
+@dataclass(frozen=True)
+class UTPConfig:
+    """Tunables of a uTP context and its connections. All times are in seconds.
+
+    Defaults follow libutp and libtorrent (the source of each is noted).
+    """
+
+    #: UDP payload size of a full packet on IPv4, header included (libutp 1402).
+    packet_size_ipv4: int = 1402
+    #: UDP payload size of a full packet on IPv6 (libutp assumes Teredo: 1232).
+    packet_size_ipv6: int = 1232
+    #: Receive buffer: the most we advertise and buffer per connection (libutp 1 MiB).
+    recv_buffer_size: int = 1024 * 1024
+    #: Send buffer: the most unsent bytes a connection accepts, and the cap on its
+    #: congestion window (libutp's opt_sndbuf, 1 MiB).
+    send_buffer_size: int = 1024 * 1024
+    #: A ``Writable`` event fires when unsent bytes drop to this after the buffer filled.
+    send_buffer_low_water: int = 256 * 1024
+    #: Out-of-order packets accepted ahead of the next expected one (libutp 0x3ff).
+    max_reorder_packets: int = 1023
+    #: First SYN timeout; doubles per retry (libutp and libtorrent: 3 s).
+    syn_timeout: float = 3.0
+    #: SYN retransmissions before giving up (libutp 2, libtorrent utp_syn_resends 2).
+    syn_retries: int = 2
+    #: How long an accepted, unconfirmed (SYN_RECV) connection may live.
+    syn_recv_timeout: float = 10.0
+    #: RTO before the first RTT sample (RFC 6298: 1 s).
+    initial_rto: float = 1.0
+    #: RTO floor (libtorrent utp_min_timeout 500 ms; libutp uses 1 s).
+    min_rto: float = 0.5
+    #: RTO ceiling after backoff (libtorrent caps at 60 s).
+    max_rto: float = 60.0
+    #: Consecutive timeouts of the oldest packet before the connection is declared
+    #: timed out (libutp gives up at the 5th transmission).
+    max_retransmits: int = 4
+    #: Duplicate ACKs, or selectively ACKed packets above a hole, before a fast
+    #: retransmit (libutp/libtorrent: 3).
+    dup_ack_threshold: int = 3
+    #: Keep-alive after this much idle sending time (libutp KEEPALIVE_INTERVAL 29 s).
+    keepalive_interval: float = 29.0
+    #: Longest interval between zero-window probes (libutp probes after 15 s).
+    zero_window_probe_max: float = 15.0
+    #: How long a closed connection stays to re-ACK the peer's FIN.
+    linger_time: float = 5.0
+    #: Hold back an undersized packet while another undersized one is in flight.
+    nagle: bool = True
+    #: Congestion controller by name (see ``register_congestion_controller``).
+    congestion_control: str = "simple"
+    #: Initial congestion window in bytes.
+    initial_cwnd: int = 4 * 1382
+    #: Most half-open (SYN_RECV) connections a context keeps (the listen backlog).
+    backlog: int = 128
+    #: Most connections a context keeps in all (libutp: 3000 sockets).
+    max_connections: int = 10_000
+    #: RESET replies to unknown connections allowed per second (token bucket).
+    reset_rate: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("packet_size_ipv4", "packet_size_ipv6"):
+            value = getattr(self, name)
+            limit = MAX_DATAGRAM_IPV4 if name.endswith("4") else MAX_DATAGRAM_IPV6
+            if not 150 <= value <= limit:
+                raise ValueError(f"{name} must be between 150 and {limit}, got {value}")
+        for name in ("recv_buffer_size", "send_buffer_size", "backlog", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.recv_buffer_size > 0xFFFFFFFF:
+            raise ValueError("recv_buffer_size must fit the 32-bit wnd_size field")
+        if not 0 < self.max_reorder_packets < 0x8000:
+            raise ValueError("max_reorder_packets must be between 1 and 32767")
+        if self.min_rto <= 0 or self.max_rto < self.min_rto:
+            raise ValueError("need 0 < min_rto <= max_rto")
+
+    def packet_size(self, ipv6: bool) -> int:
+        """Return the UDP payload size of a full packet for the address family."""
+        return self.packet_size_ipv6 if ipv6 else self.packet_size_ipv4

@@ -1,0 +1,1053 @@
+"""One uTP connection as a pure state machine.
+
+Inputs: :meth:`UTPConnection.receive_packet` (a decoded packet), the user API
+(:meth:`send`, :meth:`shutdown_write`, :meth:`close`, :meth:`abort`,
+:meth:`pause_reading`, :meth:`resume_reading`) and :meth:`handle_timer`.
+Outputs are pulled: :meth:`datagrams_to_send`, :meth:`next_event` and
+:meth:`get_timer` (an absolute deadline). Every call takes ``now`` in seconds;
+the connection never reads a clock and does no I/O.
+
+Packets are built lazily in :meth:`datagrams_to_send`, so everything a batch
+of received datagrams calls for (ACKs, window updates, new data) goes out once,
+with fresh timestamps: that is the ACK coalescing the I/O layer relies on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._config import UTPConfig
+from ._congestion import CongestionController, create_congestion_controller
+from ._events import (
+    Connected,
+    ConnectionAborted,
+    ConnectionClosed,
+    ConnectionReset,
+    ConnectionTimedOut,
+    DataReceived,
+    EndOfStream,
+    Event,
+    Writable,
+)
+from ._packet import (
+    HEADER,
+    HEADER_SIZE,
+    ST_DATA,
+    ST_FIN,
+    ST_RESET,
+    ST_STATE,
+    ST_SYN,
+    Packet,
+    encode_header,
+    sack_bitmask,
+)
+from ._rtt import RTTEstimator
+from ._state import ConnectionState, Input, next_state
+
+__all__ = ["ConnectionStats", "UTPConnection"]
+
+_M16 = 0xFFFF
+_M32 = 0xFFFFFFFF
+_NO_SAMPLE = 0x7FFFFFFF  # uTorrent bug: treated like 0, "no sample"
+#: Slack below the oldest unacked packet allowed in a peer's ack_nr (libutp ACK_NR_ALLOWED_WINDOW).
+_ACK_SLACK = 3
+#: Most packets resent by one selective ACK (libutp resends at most 4).
+_MAX_SACK_RESENDS = 4
+#: Initial guess of the peer's window before it advertised one (libutp: 255 * 1435).
+_INITIAL_PEER_WINDOW = 255 * 1435
+#: Resends of an initiator's bare confirming ACK (server-speaks-first support).
+_CONFIRM_RESENDS = 3
+
+_pack = HEADER.pack
+_LIVE_SENDING = frozenset(
+    {ConnectionState.CONNECTED, ConnectionState.FIN_SENT, ConnectionState.FIN_RECEIVED, ConnectionState.CLOSING}
+)
+_READING = frozenset({ConnectionState.CONNECTED, ConnectionState.FIN_SENT})
+
+
+@dataclass(frozen=True)
+class ConnectionStats:
+    """A snapshot of one connection's counters and estimates."""
+
+    state: str
+    rtt: float | None
+    rto: float
+    cwnd: int
+    peer_window: int
+    mtu: int
+    bytes_sent: int
+    bytes_received: int
+    packets_sent: int
+    packets_received: int
+    retransmissions: int
+    fast_retransmits: int
+    timeouts: int
+    duplicate_packets: int
+    dropped_packets: int
+    delay_us: int | None
+    congestion: dict[str, float]
+
+
+class _Sent:
+    """A DATA or FIN packet we sent and the peer has not acknowledged yet."""
+
+    __slots__ = ("payload", "is_fin", "sent_at", "transmissions", "sacked", "lost", "fast_resent")
+
+    def __init__(self, payload: bytes, is_fin: bool, now: float) -> None:
+        self.payload = payload
+        self.is_fin = is_fin
+        self.sent_at = now
+        self.transmissions = 1
+        self.sacked = False
+        self.lost = False
+        self.fast_resent = False
+
+
+class UTPConnection:
+    """A uTP connection (BEP 29) between us and one peer, with no I/O of its own.
+
+    Create one with :meth:`connect` (initiator) or :meth:`accept` (from a SYN);
+    :class:`~txutp.engine.UTPContext` does both and routes datagrams to it.
+    """
+
+    # ------------------------------------------------------------------ creation
+
+    def __init__(
+        self,
+        config: UTPConfig,
+        *,
+        peer_addr: Any,
+        recv_id: int,
+        send_id: int,
+        seq_nr: int,
+        initiator: bool,
+        now: float,
+        ipv6: bool = False,
+    ) -> None:
+        self.config = config
+        self.peer_addr = peer_addr
+        self.recv_id = recv_id & _M16
+        self.send_id = send_id & _M16
+        self.initiator = initiator
+        self.state = ConnectionState.SYN_SENT if initiator else ConnectionState.SYN_RECV
+        self.packet_size = config.packet_size(ipv6)
+        self.mss = self.packet_size - HEADER_SIZE
+        #: Called when the connection may have datagrams or events to collect.
+        self.wakeup: Callable[[UTPConnection], None] | None = None
+
+        # Sending side.
+        self._seq_nr = seq_nr & _M16  # next sequence number to use
+        self._snd_una = self._seq_nr  # oldest unacknowledged
+        self._inflight: dict[int, _Sent] = {}
+        self._in_flight_bytes = 0
+        self._resend: deque[int] = deque()
+        self._unsent = bytearray()
+        self._write_closed = False
+        self._fin_seq: int | None = None
+        self._fin_acked = False
+        self._peer_wnd = _INITIAL_PEER_WINDOW
+        self._want_writable = False
+        self._dup_acks = 0
+        self._nagle_seq: int | None = None  # an undersized packet in flight
+        self._timeouts = 0
+        self._rto_deadline: float | None = None
+        self._probe_deadline: float | None = None
+        self._probe_interval = config.initial_rto
+        self._last_send = now
+        self._rtt = RTTEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self.cc: CongestionController = create_congestion_controller(
+            config.congestion_control,
+            mss=self.mss,
+            initial_cwnd=config.initial_cwnd,
+            max_cwnd=config.send_buffer_size,
+            config=config,
+        )
+
+        # Receiving side.
+        self._ack_nr = 0  # last in-order sequence number received
+        self._reorder: dict[int, bytes] = {}
+        self._reorder_bytes = 0
+        self._eof_seq: int | None = None
+        self._eof_delivered = False
+        self._read_paused = False
+        self._read_discard = False
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._deliver: list[bytes] = []
+        self._deliver_bytes = 0
+        self._ack_pending = False
+        self._sent_window = config.recv_buffer_size
+        self._reply_micro = 0
+        self._last_delay_sample: int | None = None
+
+        # Handshake and teardown.
+        self._syn_seq = 0
+        self._syn_sent_at = now
+        self._syn_tries = 0
+        self._handshake_deadline: float | None = None
+        self._confirm_deadline: float | None = None
+        self._confirm_tries = 0
+        self._linger_deadline: float | None = None
+        self._keepalive_due = False
+
+        self._events: deque[Event] = deque()
+        self._out: list[bytes] = []
+
+        # Counters.
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.packets_sent = 0
+        self.packets_received = 0
+        self.retransmissions = 0
+        self.fast_retransmits = 0
+        self.timeout_count = 0
+        self.duplicate_packets = 0
+        self.dropped_packets = 0
+
+    @classmethod
+    def connect(
+        cls,
+        config: UTPConfig,
+        *,
+        peer_addr: Any,
+        recv_id: int,
+        seq_nr: int,
+        now: float,
+        ipv6: bool = False,
+    ) -> UTPConnection:
+        """Start an outgoing connection: the SYN carries ``recv_id`` and sequence ``seq_nr``."""
+        conn = cls(
+            config,
+            peer_addr=peer_addr,
+            recv_id=recv_id,
+            send_id=recv_id + 1,
+            seq_nr=seq_nr,
+            initiator=True,
+            now=now,
+            ipv6=ipv6,
+        )
+        conn._syn_seq = conn._seq_nr
+        conn._seq_nr = (conn._seq_nr + 1) & _M16  # the SYN consumes one sequence number
+        conn._snd_una = conn._seq_nr
+        conn._send_syn(now)
+        return conn
+
+    @classmethod
+    def accept(
+        cls,
+        config: UTPConfig,
+        *,
+        peer_addr: Any,
+        syn: Packet,
+        seq_nr: int,
+        now: float,
+        ipv6: bool = False,
+    ) -> UTPConnection:
+        """Accept a SYN: reply with the SYN-ACK and wait (``SYN_RECV``) for the peer's proof."""
+        conn = cls(
+            config,
+            peer_addr=peer_addr,
+            recv_id=syn.connection_id + 1,
+            send_id=syn.connection_id,
+            seq_nr=seq_nr,
+            initiator=False,
+            now=now,
+            ipv6=ipv6,
+        )
+        conn._syn_seq = syn.seq_nr
+        conn._ack_nr = syn.seq_nr
+        conn._note_timestamp(syn, now)
+        conn._handshake_deadline = now + config.syn_recv_timeout
+        conn._send_syn_ack(now)
+        return conn
+
+    # ------------------------------------------------------------------ user API
+
+    @property
+    def send_buffer_free(self) -> int:
+        """How many more bytes :meth:`send` would accept now."""
+        return max(0, self.config.send_buffer_size - len(self._unsent))
+
+    @property
+    def bytes_unsent(self) -> int:
+        """Bytes accepted by :meth:`send` and not yet put into packets."""
+        return len(self._unsent)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Payload bytes sent and not yet acknowledged."""
+        return sum(len(p.payload) for p in self._inflight.values())
+
+    @property
+    def read_paused(self) -> bool:
+        return self._read_paused
+
+    def send(self, data: bytes, now: float) -> int:
+        """Queue ``data``; return how many bytes fit in the send buffer.
+
+        When fewer than ``len(data)`` are taken, a :class:`Writable` event follows
+        once the buffer drains. Raise ``ValueError`` after :meth:`shutdown_write`.
+        """
+        if self._write_closed or self.state is ConnectionState.CLOSED:
+            raise ValueError("cannot send: the write side is closed")
+        room = self.config.send_buffer_size - len(self._unsent)
+        n = len(data)
+        if n > room:
+            n = max(room, 0)
+            self._want_writable = True
+            data = data[:n]
+        if n:
+            self._unsent += data
+            self._wake()
+        return n
+
+    def shutdown_write(self, now: float) -> None:
+        """Half-close: send a FIN after the queued data; keep reading."""
+        if self._write_closed or self.state in (ConnectionState.CLOSED, ConnectionState.LINGER):
+            return
+        if self.state in (ConnectionState.SYN_SENT, ConnectionState.SYN_RECV):
+            self._write_closed = True  # the FIN follows once connected
+            return
+        self._write_closed = True
+        self._fire(Input.SHUTDOWN_WRITE, now)
+        self._wake()
+
+    def close(self, now: float) -> None:
+        """Full close: FIN after the queued data; incoming data is acknowledged and discarded.
+
+        Before the handshake completes this aborts. A :class:`ConnectionClosed`
+        event follows once our FIN is acknowledged.
+        """
+        if self.state in (ConnectionState.SYN_SENT, ConnectionState.SYN_RECV):
+            self.abort(now)
+            return
+        if self.state in (ConnectionState.CLOSED, ConnectionState.LINGER, ConnectionState.CLOSING):
+            return
+        self._write_closed = True
+        self._read_discard = True
+        self._held.clear()
+        self._held_bytes = 0
+        self._fire(Input.CLOSE, now)
+        self._wake()
+
+    def abort(self, now: float) -> None:
+        """Send a RESET and end the connection at once."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self.state is not ConnectionState.LINGER:
+            self._out.append(
+                _pack(
+                    (ST_RESET << 4) | 1,
+                    0,
+                    self.send_id,
+                    int(now * 1_000_000) & _M32,
+                    self._reply_micro,
+                    0,
+                    self._seq_nr,
+                    self._ack_nr,
+                )
+            )
+            self.packets_sent += 1
+        self._terminate(Input.ABORT, ConnectionAborted(), now)
+
+    def pause_reading(self) -> None:
+        """Stop delivering data; our advertised window closes as data arrives."""
+        self._read_paused = True
+
+    def resume_reading(self, now: float) -> None:
+        """Deliver held data and, if the window had closed, tell the peer at once."""
+        if not self._read_paused:
+            return
+        self._read_paused = False
+        if self._held:
+            self._deliver.extend(self._held)
+            self._deliver_bytes += self._held_bytes
+            self._held.clear()
+            self._held_bytes = 0
+        if self._eof_seq is not None and self._ack_nr == self._eof_seq and not self._eof_delivered:
+            self._deliver_eof(now)
+        if self._sent_window < self.mss * 2 and self._receive_window() > self._sent_window:
+            self._ack_pending = True  # immediate window update
+        self._wake()
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_event(self) -> Event | None:
+        """Return the next pending event, or ``None``."""
+        events = self._events
+        if not events:
+            if not self._deliver:
+                return None
+            self._flush_delivery()
+        return events.popleft()
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Build and return every datagram due now (data, retransmissions, ACKs)."""
+        state = self.state
+        if state in _LIVE_SENDING:
+            self._fill(now)
+        if self._ack_pending and state is not ConnectionState.CLOSED and state is not ConnectionState.SYN_SENT:
+            if state is ConnectionState.SYN_RECV:
+                self._send_syn_ack(now)
+            else:
+                self._send_state(now)
+        elif self._keepalive_due:
+            self._keepalive_due = False
+            if state in _LIVE_SENDING:
+                self._send_state(now, keepalive=True)
+        out = self._out
+        if out:
+            self._out = []
+            self._last_send = now
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest absolute time :meth:`handle_timer` must run, or ``None``."""
+        state = self.state
+        if state is ConnectionState.CLOSED:
+            return None
+        if state is ConnectionState.LINGER:
+            return self._linger_deadline
+        if state is ConnectionState.SYN_RECV:
+            return self._handshake_deadline
+        if state is ConnectionState.SYN_SENT:
+            return self._syn_sent_at + self.config.syn_timeout * (1 << self._syn_tries)
+        t = self._rto_deadline
+        for other in (self._probe_deadline, self._confirm_deadline):
+            if other is not None and (t is None or other < t):
+                t = other
+        keepalive = self._last_send + self.config.keepalive_interval
+        if t is None or keepalive < t:
+            t = keepalive
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timers are due at ``now`` (early calls are harmless)."""
+        state = self.state
+        if state is ConnectionState.CLOSED:
+            return
+        if state is ConnectionState.LINGER:
+            if self._linger_deadline is not None and now >= self._linger_deadline:
+                self._fire(Input.LINGER_EXPIRED, now)
+            return
+        if state is ConnectionState.SYN_RECV:
+            if self._handshake_deadline is not None and now >= self._handshake_deadline:
+                # Never confirmed: vanish silently (libutp e81b42d); nobody above knew it.
+                self._fire(Input.TIMED_OUT, now)
+            return
+        if state is ConnectionState.SYN_SENT:
+            if now >= self._syn_sent_at + self.config.syn_timeout * (1 << self._syn_tries):
+                if self._syn_tries >= self.config.syn_retries:
+                    self._terminate(Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True), now)
+                else:
+                    self._syn_tries += 1
+                    self._send_syn(now, retry=True)
+            return
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._on_rto(now)
+            if self.state is ConnectionState.CLOSED:
+                return
+        if self._probe_deadline is not None and now >= self._probe_deadline:
+            self._probe_deadline = None
+            self._send_zero_window_probe(now)
+        if self._confirm_deadline is not None and now >= self._confirm_deadline:
+            self._confirm_tries += 1
+            if self._confirm_tries > _CONFIRM_RESENDS:
+                self._confirm_deadline = None
+            else:
+                self._ack_pending = True
+                self._confirm_deadline = now + self._rtt.rto * (1 << self._confirm_tries)
+        if now >= self._last_send + self.config.keepalive_interval:
+            self._keepalive_due = True
+            self._last_send = now
+        self._wake()
+
+    def stats(self) -> ConnectionStats:
+        """Return a snapshot of this connection's counters and estimates."""
+        return ConnectionStats(
+            state=self.state.value,
+            rtt=self._rtt.srtt,
+            rto=self._rtt.rto,
+            cwnd=self.cc.cwnd,
+            peer_window=self._peer_wnd,
+            mtu=self.packet_size,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            packets_sent=self.packets_sent,
+            packets_received=self.packets_received,
+            retransmissions=self.retransmissions,
+            fast_retransmits=self.fast_retransmits,
+            timeouts=self.timeout_count,
+            duplicate_packets=self.duplicate_packets,
+            dropped_packets=self.dropped_packets,
+            delay_us=self._last_delay_sample,
+            congestion=self.cc.stats(),
+        )
+
+    # ------------------------------------------------------------------ receiving
+
+    def ack_nr_acceptable(self, ack_nr: int, *, reset: bool = False) -> bool:
+        """The DRDoS check: does ``ack_nr`` fall within what we actually sent?
+
+        Allowed: from ``ACK_SLACK`` below the oldest unacknowledged packet up to
+        the last sequence number used (up to the next one for a RESET, which may
+        answer a STATE packet).
+        """
+        last = (self._seq_nr - 1) & _M16
+        back = (last - ack_nr) & _M16
+        window = ((self._seq_nr - self._snd_una) & _M16) + _ACK_SLACK
+        if back <= window:
+            return True
+        return reset and ack_nr == self._seq_nr
+
+    def receive_packet(self, pkt: Packet, now: float) -> None:
+        """Process one packet addressed to this connection (already routed by id and address)."""
+        state = self.state
+        if state is ConnectionState.CLOSED:
+            return
+        ptype = pkt.type
+        self.packets_received += 1
+        if ptype == ST_SYN:
+            # A duplicate SYN: our SYN-ACK was lost; ACK it again (while unconfirmed).
+            if state is ConnectionState.SYN_RECV and pkt.seq_nr == self._syn_seq:
+                self._ack_pending = True
+                self._wake()
+            else:
+                self.dropped_packets += 1
+            return
+        if ptype == ST_RESET:
+            if self.ack_nr_acceptable(pkt.ack_nr, reset=True):
+                if state is ConnectionState.LINGER:
+                    self._fire(Input.RESET_RECEIVED, now)
+                else:
+                    self._terminate(
+                        Input.RESET_RECEIVED, ConnectionReset(refused=state is ConnectionState.SYN_SENT), now
+                    )
+            else:
+                self.dropped_packets += 1
+            return
+        if not self.ack_nr_acceptable(pkt.ack_nr):
+            self.dropped_packets += 1
+            return
+        ts = pkt.timestamp_us
+        if ts:
+            self._reply_micro = (int(now * 1_000_000) - ts) & _M32
+
+        if state is ConnectionState.SYN_SENT:
+            if ptype != ST_STATE:
+                # Data overtook the SYN-ACK: we cannot place it yet; the peer resends.
+                self.dropped_packets += 1
+                return
+            # SYN-ACK: its seq_nr is the acceptor's first future DATA (not incremented).
+            self._ack_nr = (pkt.seq_nr - 1) & _M16
+            self._peer_wnd = pkt.wnd_size
+            sample = now - self._syn_sent_at
+            if self._syn_tries == 0:
+                self._rtt.on_sample(sample)
+            self._fire(Input.SYN_ACK_RECEIVED, now)
+            self._events.append(Connected())
+            # Confirm at once, so a server that speaks first may do so.
+            self._ack_pending = True
+            self._confirm_deadline = now + self._rtt.rto
+            if self._write_closed:
+                self._fire(Input.SHUTDOWN_WRITE, now)
+            self._wake()
+            return
+        if state is ConnectionState.SYN_RECV:
+            self._fire(Input.PEER_CONFIRMED, now)
+            self._events.append(Connected())
+            state = self.state
+        elif self.initiator and ptype == ST_STATE and pkt.ack_nr == self._syn_seq:
+            self._ack_pending = True  # a repeated SYN-ACK: our confirming ACK was lost
+        elif self._confirm_deadline is not None:
+            self._confirm_deadline = None  # the acceptor has spoken beyond its SYN-ACK
+
+        tsd = pkt.timestamp_diff_us
+        delay = None if (tsd == 0 or tsd == _NO_SAMPLE) else tsd
+        if delay is not None:
+            self._last_delay_sample = delay
+        self._process_ack(pkt, now, delay)
+        if self.state is ConnectionState.CLOSED:
+            return
+
+        if ptype in (ST_DATA, ST_FIN):
+            self._process_data(pkt, now)
+        self._wake()
+
+    def _process_ack(self, pkt: Packet, now: float, delay: int | None) -> None:
+        ack = pkt.ack_nr
+        old_wnd = self._peer_wnd
+        self._peer_wnd = pkt.wnd_size
+        inflight = self._inflight
+        una = self._snd_una
+        n = (ack + 1 - una) & _M16
+        outstanding = (self._seq_nr - una) & _M16
+        acked_bytes = 0
+        in_flight_before = self._in_flight_bytes
+        if 0 < n <= outstanding:
+            sample = None
+            lost_or_sacked = 0
+            for i in range(n):
+                entry = inflight.pop((una + i) & _M16, None)
+                if entry is None:
+                    continue
+                size = len(entry.payload)
+                if entry.sacked or entry.lost:
+                    lost_or_sacked += size if entry.lost else 0
+                else:
+                    self._in_flight_bytes -= size
+                if not entry.sacked:
+                    acked_bytes += size
+                if entry.transmissions == 1:
+                    sample = entry.sent_at
+                if entry.is_fin:
+                    self._fin_acked = True
+            self._snd_una = (ack + 1) & _M16
+            self._dup_acks = 0
+            self._timeouts = 0
+            self._rtt.reset_backoff()
+            if sample is not None:
+                self._rtt.on_sample(now - sample)
+            if (
+                self._nagle_seq is not None
+                and ((self._snd_una - self._nagle_seq) & _M16) < 0x8000
+                and (self._snd_una != self._nagle_seq)
+            ):
+                self._nagle_seq = None
+            self._confirm_deadline = None
+        elif n == 0 and outstanding and pkt.type == ST_STATE and pkt.wnd_size == old_wnd:
+            self._dup_acks += 1
+            if self._dup_acks == self.config.dup_ack_threshold:
+                entry = inflight.get(una)
+                if entry is not None and not entry.fast_resent:
+                    self._mark_lost(una, entry, fast=True)
+                    self.cc.on_loss(now=now, rtt=self._rtt.srtt)
+        if pkt.sack is not None and inflight:
+            acked_bytes += self._process_sack(pkt.ack_nr, pkt.sack, now)
+        if acked_bytes:
+            cc = self.cc
+            cc.on_ack(
+                now=now,
+                acked_bytes=acked_bytes,
+                in_flight=in_flight_before,
+                delay_us=delay,
+                rtt=self._rtt.srtt,
+                window_limited=in_flight_before + self.mss >= min(cc.cwnd, old_wnd),
+            )
+        if inflight:
+            if n and 0 < n <= outstanding:
+                self._rto_deadline = now + self._rtt.rto
+        else:
+            self._rto_deadline = None
+        if self._peer_wnd >= self.mss or self._peer_wnd > len(self._unsent):
+            self._probe_deadline = None
+            self._probe_interval = self.config.initial_rto
+            # A probe sent into a closed window may have been dropped: send it again.
+            if old_wnd < self.mss and inflight and not acked_bytes:
+                entry = inflight.get(self._snd_una)
+                if entry is not None and not entry.lost and not entry.sacked:
+                    self._mark_lost(self._snd_una, entry, fast=False)
+        if self._fin_acked and self.state is not ConnectionState.LINGER:
+            self._on_fin_acked(now)
+        if self._want_writable and len(self._unsent) <= self.config.send_buffer_low_water:
+            self._want_writable = False
+            self._push_event(Writable())
+
+    def _process_sack(self, ack_nr: int, mask: bytes, now: float) -> int:
+        inflight = self._inflight
+        base = (ack_nr + 2) & _M16
+        outstanding = (self._seq_nr - base) & _M16
+        if outstanding >= 0x8000:
+            return 0
+        newly = 0
+        highest = -1
+        limit = min(len(mask) * 8, outstanding)
+        for k in range((limit + 7) >> 3):
+            byte = mask[k]
+            if not byte:
+                continue
+            for j in range(8):
+                i = (k << 3) | j
+                if i >= limit:
+                    break
+                if byte & (1 << j):
+                    entry = inflight.get((base + i) & _M16)
+                    if entry is None:
+                        continue
+                    highest = i
+                    if not entry.sacked:
+                        entry.sacked = True
+                        size = len(entry.payload)
+                        newly += size
+                        if not entry.lost:
+                            self._in_flight_bytes -= size
+        if highest < 0:
+            return newly
+        # Packets with at least dup_ack_threshold selectively acked packets above them are lost.
+        above = 0
+        resent = 0
+        loss = False
+        threshold = self.config.dup_ack_threshold
+        for i in range(highest, -2, -1):
+            seq = (base + i) & _M16
+            entry = inflight.get(seq)
+            if entry is None:
+                continue
+            if entry.sacked:
+                above += 1
+            elif above >= threshold and not entry.lost and not entry.fast_resent:
+                self._mark_lost(seq, entry, fast=True)
+                loss = True
+                resent += 1
+                if resent >= _MAX_SACK_RESENDS:
+                    break
+        if loss:
+            self.cc.on_loss(now=now, rtt=self._rtt.srtt)
+        return newly
+
+    def _mark_lost(self, seq: int, entry: _Sent, *, fast: bool) -> None:
+        if not entry.lost:
+            entry.lost = True
+            if not entry.sacked:
+                self._in_flight_bytes -= len(entry.payload)
+        if fast:
+            entry.fast_resent = True
+            self.fast_retransmits += 1
+            self._resend.appendleft(seq)
+        else:
+            self._resend.append(seq)
+
+    def _process_data(self, pkt: Packet, now: float) -> None:
+        seq = pkt.seq_nr
+        self._ack_pending = True
+        d = (seq - self._ack_nr) & _M16
+        if d == 0 or d >= 0x8000:
+            self.duplicate_packets += 1
+            return
+        eof = self._eof_seq
+        if eof is not None and ((seq - eof) & _M16) - 1 < 0x7FFF:
+            self.dropped_packets += 1  # past the FIN
+            return
+        payload = pkt.payload
+        size = len(payload)
+        if d == 1:
+            if size and not self._take_in_order(payload):
+                return
+            self._ack_nr = seq
+            if pkt.type == ST_FIN:
+                self._eof_seq = seq
+            self._drain_reorder()
+            if self._eof_seq is not None and self._ack_nr == self._eof_seq:
+                self._reorder.clear()
+                self._reorder_bytes = 0
+                if not self._held:
+                    self._deliver_eof(now)
+            return
+        # Out of order.
+        if d > self.config.max_reorder_packets:
+            self.dropped_packets += 1
+            return
+        if seq in self._reorder:
+            self.duplicate_packets += 1
+            return
+        if pkt.type == ST_FIN:
+            self._eof_seq = seq
+            for s in [s for s in self._reorder if ((s - seq) & _M16) - 1 < 0x7FFF]:
+                self._reorder_bytes -= len(self._reorder.pop(s))
+        if self._used_receive_buffer() + size > self.config.recv_buffer_size:
+            self.dropped_packets += 1
+            return
+        self._reorder[seq] = payload
+        self._reorder_bytes += size
+
+    def _take_in_order(self, payload: bytes) -> bool:
+        size = len(payload)
+        if self._read_discard:
+            return True
+        if self._read_paused:
+            if self._used_receive_buffer() + size > self.config.recv_buffer_size:
+                self.dropped_packets += 1
+                return False
+            self._held.append(payload)
+            self._held_bytes += size
+        else:
+            self._deliver.append(payload)
+            self._deliver_bytes += size
+        self.bytes_received += size
+        return True
+
+    def _drain_reorder(self) -> None:
+        reorder = self._reorder
+        if not reorder:
+            return
+        nxt = (self._ack_nr + 1) & _M16
+        while nxt in reorder:
+            payload = reorder.pop(nxt)
+            self._reorder_bytes -= len(payload)
+            if payload:
+                self._take_in_order(payload)
+            self._ack_nr = nxt
+            nxt = (nxt + 1) & _M16
+
+    def _deliver_eof(self, now: float) -> None:
+        if self._eof_delivered:
+            return
+        self._eof_delivered = True
+        if not self._read_discard:
+            self._push_event(EndOfStream())
+        self._fire(Input.PEER_EOF, now)
+        if self.state is ConnectionState.CLOSING and self._fin_acked:
+            self._on_fin_acked(now)
+
+    def _used_receive_buffer(self) -> int:
+        return self._reorder_bytes + self._held_bytes + self._deliver_bytes
+
+    def _receive_window(self) -> int:
+        free = self.config.recv_buffer_size - self._reorder_bytes - self._held_bytes - self._deliver_bytes
+        return free if free > 0 else 0
+
+    def _note_timestamp(self, pkt: Packet, now: float) -> None:
+        if pkt.timestamp_us:
+            self._reply_micro = (int(now * 1_000_000) - pkt.timestamp_us) & _M32
+
+    # ------------------------------------------------------------------ sending
+
+    def _fill(self, now: float) -> None:
+        """Send retransmissions, then new data and the FIN, as far as the windows allow."""
+        cwnd = self.cc.cwnd
+        window = self._peer_wnd if self._peer_wnd < cwnd else cwnd
+        inflight = self._inflight
+        resend = self._resend
+        while resend:
+            seq = resend[0]
+            entry = inflight.get(seq)
+            if entry is None or entry.sacked or not entry.lost:
+                resend.popleft()
+                continue
+            size = len(entry.payload)
+            if self._in_flight_bytes + size > window and self._in_flight_bytes > 0:
+                return
+            resend.popleft()
+            self._retransmit(seq, entry, now)
+        unsent = self._unsent
+        mss = self.mss
+        while unsent:
+            size = len(unsent)
+            if size > mss:
+                size = mss
+            allowed = window - self._in_flight_bytes
+            if allowed < size:
+                if self._in_flight_bytes > 0 or allowed <= 0:
+                    if allowed <= 0 and self._in_flight_bytes == 0 and self._probe_deadline is None:
+                        self._probe_deadline = now + self._probe_interval
+                    break
+                size = allowed
+            if size < mss and self.config.nagle and self._nagle_seq is not None and not self._write_closed:
+                break
+            payload = bytes(unsent[:size])
+            del unsent[:size]
+            if size < mss:
+                self._nagle_seq = self._seq_nr
+            self._send_new(payload, False, now)
+        if self._write_closed and not unsent and self._fin_seq is None and self.state in _LIVE_SENDING:
+            self._fin_seq = self._seq_nr
+            self._send_new(b"", True, now)
+        if self._want_writable and len(unsent) <= self.config.send_buffer_low_water:
+            self._want_writable = False
+            self._push_event(Writable())
+
+    def _send_new(self, payload: bytes, is_fin: bool, now: float) -> None:
+        seq = self._seq_nr
+        self._seq_nr = (seq + 1) & _M16
+        self._inflight[seq] = _Sent(payload, is_fin, now)
+        self._in_flight_bytes += len(payload)
+        wnd = self._receive_window()
+        self._sent_window = wnd
+        self._out.append(
+            _pack(
+                0x11 if is_fin else 0x01,
+                0,
+                self.send_id,
+                int(now * 1_000_000) & _M32,
+                self._reply_micro,
+                wnd,
+                seq,
+                self._ack_nr,
+            )
+            + payload
+        )
+        self.packets_sent += 1
+        self.bytes_sent += len(payload)
+        if not self._reorder:
+            self._ack_pending = False  # the ACK rides on the data
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self._rtt.rto
+
+    def _retransmit(self, seq: int, entry: _Sent, now: float) -> None:
+        entry.lost = False
+        entry.transmissions += 1
+        entry.sent_at = now
+        self._in_flight_bytes += len(entry.payload)
+        wnd = self._receive_window()
+        self._sent_window = wnd
+        self._out.append(
+            _pack(
+                0x11 if entry.is_fin else 0x01,
+                0,
+                self.send_id,
+                int(now * 1_000_000) & _M32,
+                self._reply_micro,
+                wnd,
+                seq,
+                self._ack_nr,
+            )
+            + entry.payload
+        )
+        self.packets_sent += 1
+        self.retransmissions += 1
+        if not self._reorder:
+            self._ack_pending = False
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self._rtt.rto
+
+    def _send_state(self, now: float, *, keepalive: bool = False) -> None:
+        """A bare ACK (ST_STATE), with a selective ACK when data is missing."""
+        self._ack_pending = False
+        wnd = self._receive_window()
+        self._sent_window = wnd
+        ack = self._ack_nr
+        if keepalive:
+            ack = (ack - 1) & _M16  # libutp's keep-alive form
+        sack = None
+        if self._reorder and not keepalive:
+            span = max((s - ack - 2) & _M16 for s in self._reorder) + 1
+            sack = sack_bitmask(ack, self._reorder, min(span, 32 * 8))
+        self._out.append(
+            encode_header(
+                ST_STATE, self.send_id, int(now * 1_000_000) & _M32, self._reply_micro, wnd, self._seq_nr, ack, sack
+            )
+        )
+        self.packets_sent += 1
+
+    def _send_syn(self, now: float, *, retry: bool = False) -> None:
+        self._syn_sent_at = now
+        self._out.append(
+            _pack(
+                (ST_SYN << 4) | 1,
+                0,
+                self.recv_id,  # the SYN carries the initiator's receive id
+                int(now * 1_000_000) & _M32,
+                0,
+                self._receive_window(),
+                self._syn_seq,
+                0,
+            )
+        )
+        self.packets_sent += 1
+        if retry:
+            self.retransmissions += 1
+        self._wake()
+
+    def _send_syn_ack(self, now: float) -> None:
+        """ST_STATE with seq_nr = our ISN, not incremented, and ack_nr = the SYN's seq_nr."""
+        self._ack_pending = False
+        self._out.append(
+            _pack(
+                (ST_STATE << 4) | 1,
+                0,
+                self.send_id,
+                int(now * 1_000_000) & _M32,
+                0,
+                self._receive_window(),
+                self._seq_nr,
+                self._syn_seq,
+            )
+        )
+        self.packets_sent += 1
+
+    def _send_zero_window_probe(self, now: float) -> None:
+        """The peer's window stayed shut: send one packet anyway so its ACK tells us more."""
+        if self._inflight or not self._unsent or self.state not in _LIVE_SENDING:
+            return
+        size = min(self.mss, len(self._unsent))
+        payload = bytes(self._unsent[:size])
+        del self._unsent[:size]
+        self._send_new(payload, False, now)
+        self._probe_interval = min(self._probe_interval * 2, self.config.zero_window_probe_max)
+
+    # ------------------------------------------------------------------ timers and teardown
+
+    def _on_rto(self, now: float) -> None:
+        inflight = self._inflight
+        if not inflight:
+            self._rto_deadline = None
+            return
+        oldest = inflight.get(self._snd_una)
+        zero_window = self._peer_wnd < self.mss
+        if oldest is not None and oldest.transmissions > self.config.max_retransmits and not zero_window:
+            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+            return
+        self.timeout_count += 1
+        self._timeouts += 1
+        self.cc.on_timeout(now=now, idle=False)
+        self._rtt.backoff()
+        self._dup_acks = 0
+        # Everything in flight is presumed lost; resend from the oldest, paced by cwnd.
+        self._resend.clear()
+        for seq, entry in inflight.items():
+            if not entry.sacked:
+                if not entry.lost:
+                    entry.lost = True
+                    self._in_flight_bytes -= len(entry.payload)
+                entry.fast_resent = False
+                self._resend.append(seq)
+        self._rto_deadline = now + self._rtt.rto
+
+    def _on_fin_acked(self, now: float) -> None:
+        state = self.state
+        if state is ConnectionState.CLOSING:
+            self._fire(Input.FIN_ACKED, now)
+            self._linger_deadline = now + self.config.linger_time
+            self._rto_deadline = None
+            self._push_event(ConnectionClosed())
+
+    def _terminate(self, reason: Input, event: Event, now: float) -> None:
+        self._fire(reason, now)
+        self._inflight.clear()
+        self._resend.clear()
+        self._unsent.clear()
+        self._reorder.clear()
+        self._held.clear()
+        self._push_event(event)
+        self._wake()
+
+    def _fire(self, event: Input, now: float) -> None:
+        new = next_state(self.state, event)
+        if new is not None:
+            self.state = new
+
+    def _push_event(self, event: Event) -> None:
+        if self._deliver:
+            self._flush_delivery()
+        self._events.append(event)
+
+    def _flush_delivery(self) -> None:
+        deliver = self._deliver
+        data = deliver[0] if len(deliver) == 1 else b"".join(deliver)
+        deliver.clear()
+        self._deliver_bytes = 0
+        self._events.append(DataReceived(data))
+        if self._sent_window < self.mss * 2 and self._receive_window() >= self.mss * 2:
+            self._ack_pending = True  # the window reopened: say so
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<UTPConnection {self.state.value} peer={self.peer_addr!r} recv_id={self.recv_id} send_id={self.send_id}>"
+        )

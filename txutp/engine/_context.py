@@ -1,0 +1,320 @@
+"""The demultiplexer: many uTP connections behind one UDP socket, still with no I/O.
+
+:class:`UTPContext` is libutp's ``utp_context`` / libtorrent's
+``utp_socket_manager`` in sans-IO form. Feed it every datagram with
+:meth:`~UTPContext.receive_datagram`; it routes uTP packets by (address,
+connection id), accepts SYNs within a backlog, answers packets for unknown
+connections with rate-limited RESETs, and returns ``False`` for datagrams that
+are not uTP so the caller can hand them to someone else (a DHT, say).
+
+After a batch of datagrams (or a timer, or application calls), drain
+:meth:`~UTPContext.next_event`, then send :meth:`~UTPContext.datagrams_to_send`,
+then re-arm one timer at :meth:`~UTPContext.get_timer`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ._config import UTPConfig
+from ._connection import UTPConnection
+from ._events import Event
+from ._packet import HEADER, ST_RESET, ST_SYN, PacketError, decode_packet
+from ._state import ConnectionState
+
+__all__ = ["ContextStats", "UTPContext"]
+
+_M16 = 0xFFFF
+_RESET_MEMORY = 10.0  # seconds a (addr, id, seq) RESET is remembered (libutp rst_info)
+_RESET_MEMORY_SIZE = 1000
+
+
+@dataclass(slots=True)
+class ContextStats:
+    """Counters of what a context did with the datagrams it was given."""
+
+    #: Every datagram passed to :meth:`UTPContext.receive_datagram`.
+    datagrams_received: int = 0
+    #: Datagrams that are not valid uTP (returned to the caller, or dropped by it).
+    not_utp: int = 0
+    #: uTP packets for no known connection.
+    unknown_connection: int = 0
+    #: uTP packets that made no sense for their connection (a SYN reusing a live id).
+    invalid_packets: int = 0
+    resets_sent: int = 0
+    #: RESET replies withheld by the rate limit or the per-packet memory.
+    resets_suppressed: int = 0
+    syns_accepted: int = 0
+    #: SYNs refused: not accepting (answered by RESET) or over the backlog (unanswered).
+    syns_refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dictionary."""
+        return asdict(self)
+
+
+def _is_ipv6(addr: Any) -> bool:
+    return isinstance(addr, tuple) and bool(addr) and ":" in str(addr[0])
+
+
+class UTPContext:
+    """Routes datagrams of one UDP socket to :class:`UTPConnection` objects.
+
+    ``random_bits(k)`` returns ``k`` random bits; it defaults to
+    :func:`secrets.randbits` (connection ids and initial sequence numbers must
+    be unpredictable) and may be seeded for reproducible simulations.
+    ``accepting`` says whether incoming SYNs are accepted (a listening port)
+    or answered with RESET.
+    """
+
+    def __init__(
+        self,
+        config: UTPConfig | None = None,
+        *,
+        accepting: bool = False,
+        random_bits: Callable[[int], int] = secrets.randbits,
+    ) -> None:
+        self.config = config or UTPConfig()
+        self.accepting = accepting
+        self._random_bits = random_bits
+        self.stats = ContextStats()
+        #: Live connections by (peer address, our receive id).
+        self.connections: dict[tuple[Any, int], UTPConnection] = {}
+        self._half_open = 0
+        self._needs_output: dict[UTPConnection, None] = {}
+        self._needs_events: dict[UTPConnection, None] = {}
+        self._timers: list[tuple[float, int, UTPConnection]] = []
+        self._timer_seq = 0
+        self._registered: dict[UTPConnection, float] = {}
+        self._out: list[tuple[bytes, Any]] = []
+        self._reset_tokens = self.config.reset_rate
+        self._reset_clock: float | None = None
+        self._reset_memory: dict[tuple[Any, int, int], float] = {}
+
+    # ------------------------------------------------------------------ connections
+
+    def connect(self, addr: Any, now: float) -> UTPConnection:
+        """Open a connection to ``addr``; its SYN is among the next datagrams to send."""
+        if len(self.connections) >= self.config.max_connections:
+            raise RuntimeError("too many uTP connections on this context")
+        for _ in range(64):
+            recv_id = self._random_bits(16)
+            if (addr, recv_id) not in self.connections and (addr, (recv_id + 1) & _M16) not in self.connections:
+                break
+        else:
+            raise RuntimeError(f"no free connection id towards {addr!r}")
+        conn = UTPConnection.connect(
+            self.config,
+            peer_addr=addr,
+            recv_id=recv_id,
+            seq_nr=self._random_bits(16),
+            now=now,
+            ipv6=_is_ipv6(addr),
+        )
+        self._attach(conn, now)
+        return conn
+
+    def _attach(self, conn: UTPConnection, now: float) -> None:
+        self.connections[(conn.peer_addr, conn.recv_id)] = conn
+        conn.wakeup = self._wake
+        self._wake(conn)
+
+    def _wake(self, conn: UTPConnection) -> None:
+        self._needs_output[conn] = None
+        self._needs_events[conn] = None
+
+    # ------------------------------------------------------------------ input
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> bool:
+        """Process one datagram from ``addr``; return ``False`` if it is not uTP.
+
+        Datagrams that are not uTP are left untouched for the caller (and counted
+        in ``stats.not_utp``); nothing here raises for bad input.
+        """
+        stats = self.stats
+        stats.datagrams_received += 1
+        if len(data) < 20 or (data[0] & 0x0F) != 1 or data[0] > 0x4F:
+            stats.not_utp += 1
+            return False
+        try:
+            pkt = decode_packet(data)
+        except PacketError:
+            stats.not_utp += 1
+            return False
+        cid = pkt.connection_id
+        ptype = pkt.type
+        if ptype == ST_SYN:
+            self._on_syn(pkt, addr, now)
+            return True
+        conn = self.connections.get((addr, cid))
+        if conn is None and ptype == ST_RESET:
+            # libutp sends RESET with its send id, libtorrent with ours: accept either.
+            for candidate in ((addr, (cid - 1) & _M16), (addr, (cid + 1) & _M16)):
+                c = self.connections.get(candidate)
+                if c is not None and c.send_id == cid:
+                    conn = c
+                    break
+        if conn is None:
+            stats.unknown_connection += 1
+            if ptype != ST_RESET:
+                self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
+            return True
+        was_half_open = conn.state is ConnectionState.SYN_RECV
+        conn.receive_packet(pkt, now)
+        if was_half_open and conn.state is not ConnectionState.SYN_RECV:
+            self._half_open -= 1
+        return True
+
+    def _on_syn(self, pkt: Any, addr: Any, now: float) -> None:
+        recv_id = (pkt.connection_id + 1) & _M16
+        existing = self.connections.get((addr, recv_id))
+        if existing is not None:
+            if existing.send_id == pkt.connection_id and not existing.initiator:
+                existing.receive_packet(pkt, now)  # a repeated SYN
+            else:
+                self.stats.invalid_packets += 1
+            return
+        if not self.accepting:
+            self.stats.syns_refused += 1
+            self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
+            return
+        if self._half_open >= self.config.backlog or len(self.connections) >= self.config.max_connections:
+            # At the limit, leave SYNs unanswered as libutp and libtorrent do.
+            self.stats.syns_refused += 1
+            return
+        conn = UTPConnection.accept(
+            self.config,
+            peer_addr=addr,
+            syn=pkt,
+            seq_nr=self._random_bits(16),
+            now=now,
+            ipv6=_is_ipv6(addr),
+        )
+        self._half_open += 1
+        self.stats.syns_accepted += 1
+        self._attach(conn, now)
+
+    def _reply_reset(self, conn_id: int, seq_nr: int, addr: Any, now: float) -> None:
+        """RESET for a packet of an unknown connection: one per (addr, id, seq), rate-limited."""
+        key = (addr, conn_id, seq_nr)
+        memory = self._reset_memory
+        seen = memory.get(key)
+        if seen is not None and now - seen < _RESET_MEMORY:
+            self.stats.resets_suppressed += 1
+            return
+        if self._reset_clock is not None:
+            self._reset_tokens = min(
+                self.config.reset_rate, self._reset_tokens + (now - self._reset_clock) * self.config.reset_rate
+            )
+        self._reset_clock = now
+        if self._reset_tokens < 1:
+            self.stats.resets_suppressed += 1
+            return
+        self._reset_tokens -= 1
+        if len(memory) >= _RESET_MEMORY_SIZE:
+            for k in [k for k, t in memory.items() if now - t >= _RESET_MEMORY] or [next(iter(memory))]:
+                del memory[k]
+        memory[key] = now
+        self.stats.resets_sent += 1
+        self._out.append(
+            (
+                HEADER.pack(
+                    (ST_RESET << 4) | 1,
+                    0,
+                    conn_id,
+                    int(now * 1_000_000) & 0xFFFFFFFF,
+                    0,
+                    0,
+                    self._random_bits(16),
+                    seq_nr,
+                ),
+                addr,
+            )
+        )
+
+    # ------------------------------------------------------------------ output
+
+    def next_event(self) -> tuple[UTPConnection, Event] | None:
+        """Return the next ``(connection, event)`` pair, or ``None``.
+
+        An accepted connection reports :class:`~txutp.engine.Connected` once the
+        peer proved it saw our SYN-ACK; that is the moment to hand it to the
+        application.
+        """
+        pending = self._needs_events
+        while pending:
+            conn = next(iter(pending))
+            event = conn.next_event()
+            if event is not None:
+                return conn, event
+            del pending[conn]
+        return None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        """Collect every datagram due now, as ``(data, address)`` pairs."""
+        out = self._out
+        self._out = []
+        while self._needs_output:
+            batch = list(self._needs_output)
+            self._needs_output.clear()
+            for conn in batch:
+                addr = conn.peer_addr
+                for data in conn.datagrams_to_send(now):
+                    out.append((data, addr))
+                self._after_activity(conn)
+        return out
+
+    def _after_activity(self, conn: UTPConnection) -> None:
+        if conn.state is ConnectionState.CLOSED:
+            self._forget(conn)
+            return
+        deadline = conn.get_timer()
+        if deadline is None:
+            return
+        registered = self._registered.get(conn)
+        if registered is None or deadline < registered:
+            self._registered[conn] = deadline
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (deadline, self._timer_seq, conn))
+
+    def _forget(self, conn: UTPConnection) -> None:
+        key = (conn.peer_addr, conn.recv_id)
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._registered.pop(conn, None)
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of any connection, or ``None``."""
+        timers = self._timers
+        registered = self._registered
+        while timers:
+            deadline, _, conn = timers[0]
+            if registered.get(conn) == deadline:
+                return deadline
+            heapq.heappop(timers)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Run the timers of every connection due at ``now``."""
+        timers = self._timers
+        registered = self._registered
+        while timers and timers[0][0] <= now:
+            deadline, _, conn = heapq.heappop(timers)
+            if registered.get(conn) != deadline:
+                continue
+            del registered[conn]
+            was_half_open = conn.state is ConnectionState.SYN_RECV
+            conn.handle_timer(now)
+            if was_half_open and conn.state is not ConnectionState.SYN_RECV:
+                self._half_open -= 1
+            self._wake(conn)
+            self._after_activity(conn)
+
+    @property
+    def half_open(self) -> int:
+        """Accepted connections still waiting for the peer's confirmation."""
+        return self._half_open
