@@ -63,8 +63,9 @@ class LinkConfig:
     #: Probability a datagram is held back by ``reorder_delay`` (so later ones overtake it).
     reorder: float = 0.0
     reorder_delay: float = 0.02
-    #: Probability a datagram has 1 to 3 bits flipped in transit.
+    #: Probability a datagram has ``corrupt_bits`` random bits flipped in transit.
     corrupt: float = 0.0
+    corrupt_bits: int = 1
     #: When true (the default, as on real UDP), the receiver verifies the sender's
     #: 16-bit Internet checksum and drops what fails it; when false, corrupted
     #: datagrams are delivered as they are.
@@ -177,10 +178,11 @@ class Host:
         accepting: bool,
         clock_offset: float,
         clock_drift_ppm: float,
+        random_bits: Callable[[int], int] | None = None,
     ) -> None:
         self.network = network
         self.address = address
-        self.context = UTPContext(config, accepting=accepting, random_bits=network.random.getrandbits)
+        self.context = UTPContext(config, accepting=accepting, random_bits=random_bits or network.random.getrandbits)
         self.clock_offset = clock_offset
         self.clock_rate = 1.0 + clock_drift_ppm * 1e-6
         #: Called with each accepted connection; returns its application (or ``None``).
@@ -257,6 +259,9 @@ class Network:
         self._queue: list[tuple[float, int, int, Host, bytes | None, Address]] = []
         self._seq = 0
         self._touched: dict[Host, None] = {}
+        #: If set, sees every datagram before the link does, as ``intercept(src, dst, data)``,
+        #: and returns the datagram to send on (possibly altered) or ``None`` to drop it.
+        self.intercept: Callable[[Host, Address, bytes], bytes | None] | None = None
 
     def add_host(
         self,
@@ -266,8 +271,13 @@ class Network:
         accepting: bool = False,
         clock_offset: float = 0.0,
         clock_drift_ppm: float = 0.0,
+        random_bits: Callable[[int], int] | None = None,
     ) -> Host:
-        """Add a host at ``address`` (a ``(host, port)`` tuple)."""
+        """Add a host at ``address`` (a ``(host, port)`` tuple).
+
+        ``random_bits`` overrides where its connection ids and initial sequence
+        numbers come from (default: the network's seeded generator).
+        """
         host = Host(
             self,
             address,
@@ -275,6 +285,7 @@ class Network:
             accepting=accepting,
             clock_offset=clock_offset,
             clock_drift_ppm=clock_drift_ppm,
+            random_bits=random_bits,
         )
         self.hosts[address] = host
         return host
@@ -362,6 +373,11 @@ class Network:
         heapq.heappush(self._queue, (at, self._seq, kind, host, data, source))
 
     def _transmit(self, src: Host, data: bytes, dest: Address) -> None:
+        if self.intercept is not None:
+            altered = self.intercept(src, dest, data)
+            if altered is None:
+                return
+            data = altered
         dst = self.hosts.get(dest)
         link = self._links.get((src.address, dest))
         if dst is None or link is None:
@@ -404,7 +420,7 @@ class Network:
             payload = data
             if cfg.corrupt and rnd() < cfg.corrupt:
                 stats.corrupted += 1
-                payload = self._corrupt(data)
+                payload = self._corrupt(data, cfg.corrupt_bits)
                 if cfg.udp_checksum and internet_checksum(payload) != internet_checksum(data):
                     stats.checksum_drops += 1
                     continue
@@ -412,11 +428,11 @@ class Network:
             stats.bytes_delivered += size
             self._schedule(arrive, _DELIVER, dst, payload, src.address)
 
-    def _corrupt(self, data: bytes) -> bytes:
+    def _corrupt(self, data: bytes, bits: int) -> bytes:
         buf = bytearray(data)
         if not buf:
             return data
-        for _ in range(self.random.randint(1, 3)):
+        for _ in range(bits):
             i = self.random.randrange(len(buf))
             buf[i] ^= 1 << self.random.randrange(8)
         return bytes(buf)

@@ -45,9 +45,12 @@ class UTPConfig:
     min_rto: float = 0.5
     #: RTO ceiling after backoff (libtorrent caps at 60 s).
     max_rto: float = 60.0
-    #: Consecutive timeouts of the oldest packet before the connection is declared
-    #: timed out (libutp gives up at the 5th transmission).
-    max_retransmits: int = 4
+    #: Consecutive retransmission timeouts, with nothing at all heard from the peer in
+    #: between, before the connection is declared timed out. libutp gives up at the
+    #: 5th transmission and libtorrent after 3 resends (resetting its count on any
+    #: valid packet, as we do); 8 keeps connections alive through 20 % loss each way
+    #: (measured in the simulator) and still ends a dead one in about two minutes.
+    max_retransmits: int = 8
     #: Duplicate ACKs, or selectively ACKed packets above a hole, before a fast
     #: retransmit (libutp/libtorrent: 3).
     dup_ack_threshold: int = 3

@@ -94,7 +94,7 @@ class ConnectionStats:
 class _Sent:
     """A DATA or FIN packet we sent and the peer has not acknowledged yet."""
 
-    __slots__ = ("payload", "is_fin", "sent_at", "transmissions", "sacked", "lost", "fast_resent")
+    __slots__ = ("payload", "is_fin", "sent_at", "transmissions", "sacked", "lost", "fast_resent", "tx")
 
     def __init__(self, payload: bytes, is_fin: bool, now: float) -> None:
         self.payload = payload
@@ -104,6 +104,7 @@ class _Sent:
         self.sacked = False
         self.lost = False
         self.fast_resent = False
+        self.tx = 0  # transmission order of the latest transmission
 
 
 class UTPConnection:
@@ -142,6 +143,7 @@ class UTPConnection:
         self._seq_nr = seq_nr & _M16  # next sequence number to use
         self._snd_una = self._seq_nr  # oldest unacknowledged
         self._inflight: dict[int, _Sent] = {}
+        self._tx_count = 0  # transmissions so far, to order them
         self._in_flight_bytes = 0
         self._resend: deque[int] = deque()
         self._unsent = bytearray()
@@ -278,8 +280,8 @@ class UTPConnection:
 
     @property
     def bytes_in_flight(self) -> int:
-        """Payload bytes sent and not yet acknowledged."""
-        return sum(len(p.payload) for p in self._inflight.values())
+        """Payload bytes sent and not yet acknowledged, nor selectively acknowledged, nor presumed lost."""
+        return self._in_flight_bytes
 
     @property
     def read_paused(self) -> bool:
@@ -295,10 +297,12 @@ class UTPConnection:
             raise ValueError("cannot send: the write side is closed")
         room = self.config.send_buffer_size - len(self._unsent)
         n = len(data)
-        if n > room:
-            n = max(room, 0)
+        if n >= room:
+            # The buffer is full: say when it has room again.
             self._want_writable = True
-            data = data[:n]
+            if n > room:
+                n = max(room, 0)
+                data = data[:n]
         if n:
             self._unsent += data
             self._wake()
@@ -532,6 +536,7 @@ class UTPConnection:
         if not self.ack_nr_acceptable(pkt.ack_nr):
             self.dropped_packets += 1
             return
+        self._timeouts = 0  # the peer is alive (libtorrent resets its timeout count likewise)
         ts = pkt.timestamp_us
         if ts:
             self._reply_micro = (int(now * 1_000_000) - ts) & _M32
@@ -589,22 +594,20 @@ class UTPConnection:
         in_flight_before = self._in_flight_bytes
         if 0 < n <= outstanding:
             sample = None
-            lost_or_sacked = 0
             for i in range(n):
                 entry = inflight.pop((una + i) & _M16, None)
                 if entry is None:
                     continue
-                size = len(entry.payload)
-                if entry.sacked or entry.lost:
-                    lost_or_sacked += size if entry.lost else 0
-                else:
-                    self._in_flight_bytes -= size
-                if not entry.sacked:
-                    acked_bytes += size
-                if entry.transmissions == 1:
-                    sample = entry.sent_at
                 if entry.is_fin:
                     self._fin_acked = True
+                if entry.sacked:
+                    continue  # already counted when selectively acknowledged
+                size = len(entry.payload)
+                if not entry.lost:
+                    self._in_flight_bytes -= size
+                acked_bytes += size
+                if entry.transmissions == 1:  # Karn's rule
+                    sample = entry.sent_at
             self._snd_una = (ack + 1) & _M16
             self._dup_acks = 0
             self._timeouts = 0
@@ -657,6 +660,12 @@ class UTPConnection:
             self._push_event(Writable())
 
     def _process_sack(self, ack_nr: int, mask: bytes, now: float) -> int:
+        """Apply a selective ACK; return the payload bytes it newly acknowledged.
+
+        A packet not yet acknowledged is presumed lost once ``dup_ack_threshold``
+        packets *transmitted after it* were selectively acknowledged (ordering by
+        transmission, not sequence number, so a lost retransmission is found too).
+        """
         inflight = self._inflight
         base = (ack_nr + 2) & _M16
         outstanding = (self._seq_nr - base) & _M16
@@ -665,46 +674,57 @@ class UTPConnection:
         newly = 0
         highest = -1
         limit = min(len(mask) * 8, outstanding)
+        # The three latest transmissions among selectively acknowledged packets.
+        t1 = t2 = t3 = -1
+        sample_at = -1.0
         for k in range((limit + 7) >> 3):
             byte = mask[k]
             if not byte:
                 continue
             for j in range(8):
-                i = (k << 3) | j
-                if i >= limit:
-                    break
                 if byte & (1 << j):
+                    i = (k << 3) | j
+                    if i >= limit:
+                        break
                     entry = inflight.get((base + i) & _M16)
                     if entry is None:
                         continue
                     highest = i
+                    tx = entry.tx
+                    if tx > t3:
+                        if tx > t1:
+                            t1, t2, t3 = tx, t1, t2
+                        elif tx > t2:
+                            t2, t3 = tx, t2
+                        else:
+                            t3 = tx
                     if not entry.sacked:
                         entry.sacked = True
                         size = len(entry.payload)
                         newly += size
                         if not entry.lost:
                             self._in_flight_bytes -= size
-        if highest < 0:
+                        if entry.transmissions == 1 and entry.sent_at > sample_at:
+                            sample_at = entry.sent_at
+        if sample_at >= 0:
+            self._rtt.on_sample(now - sample_at)
+        if highest < 0 or not newly:
             return newly
-        # Packets with at least dup_ack_threshold selectively acked packets above them are lost.
-        above = 0
+        # With few packets in flight, fewer confirmations will ever come (early retransmit, RFC 5827).
+        k = min(self.config.dup_ack_threshold, 3, max(1, len(inflight) - 1))
+        threshold_tx = (t1, t2, t3)[k - 1]
         resent = 0
-        loss = False
-        threshold = self.config.dup_ack_threshold
-        for i in range(highest, -2, -1):
-            seq = (base + i) & _M16
+        seq = self._snd_una
+        stop = (base + highest) & _M16
+        while seq != stop:
             entry = inflight.get(seq)
-            if entry is None:
-                continue
-            if entry.sacked:
-                above += 1
-            elif above >= threshold and not entry.lost and not entry.fast_resent:
+            if entry is not None and not entry.sacked and not entry.lost and entry.tx < threshold_tx:
                 self._mark_lost(seq, entry, fast=True)
-                loss = True
                 resent += 1
                 if resent >= _MAX_SACK_RESENDS:
                     break
-        if loss:
+            seq = (seq + 1) & _M16
+        if resent:
             self.cc.on_loss(now=now, rtt=self._rtt.srtt)
         return newly
 
@@ -862,7 +882,10 @@ class UTPConnection:
     def _send_new(self, payload: bytes, is_fin: bool, now: float) -> None:
         seq = self._seq_nr
         self._seq_nr = (seq + 1) & _M16
-        self._inflight[seq] = _Sent(payload, is_fin, now)
+        entry = _Sent(payload, is_fin, now)
+        entry.tx = self._tx_count
+        self._tx_count += 1
+        self._inflight[seq] = entry
         self._in_flight_bytes += len(payload)
         wnd = self._receive_window()
         self._sent_window = wnd
@@ -890,6 +913,8 @@ class UTPConnection:
         entry.lost = False
         entry.transmissions += 1
         entry.sent_at = now
+        entry.tx = self._tx_count
+        self._tx_count += 1
         self._in_flight_bytes += len(entry.payload)
         wnd = self._receive_window()
         self._sent_window = wnd
@@ -985,9 +1010,7 @@ class UTPConnection:
         if not inflight:
             self._rto_deadline = None
             return
-        oldest = inflight.get(self._snd_una)
-        zero_window = self._peer_wnd < self.mss
-        if oldest is not None and oldest.transmissions > self.config.max_retransmits and not zero_window:
+        if self._timeouts >= self.config.max_retransmits:
             self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
             return
         self.timeout_count += 1

@@ -110,6 +110,11 @@ def is_utp_datagram(data: bytes) -> bool:
 
 def decode_packet(data: bytes) -> Packet:
     """Decode one datagram; raise :class:`PacketError` if it is not valid uTP v1."""
+    if type(data) is not bytes:
+        try:
+            data = bytes(data)
+        except TypeError:
+            raise PacketError(f"not a bytes-like object: {type(data).__name__}") from None
     try:
         first, ext, cid, ts, tsd, wnd, seq, ack = _unpack_header(data)
     except (struct.error, TypeError) as e:
@@ -184,6 +189,8 @@ def encode_packet(packet: Packet) -> bytes:
             raise ValueError(f"extension type {ext_type} out of range 1..255")
         if len(body) > 255:
             raise ValueError(f"extension {ext_type} body longer than 255 bytes")
+        if ext_type == EXT_EXTENSION_BITS and len(body) != 8:
+            raise ValueError("extension 2 must be 8 bytes long")
     try:
         header = _pack_header(
             (int(packet.type) << 4) | VERSION,
