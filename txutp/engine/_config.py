@@ -49,7 +49,7 @@ class UTPConfig:
     #: between, before the connection is declared timed out. libutp gives up at the
     #: 5th transmission and libtorrent after 3 resends (resetting its count on any
     #: valid packet, as we do); 8 keeps connections alive through 20 % loss each way
-    #: (measured in the simulator) and still ends a dead one in about two minutes.
+    #: (measured in the simulator) and still ends a dead one within about three minutes.
     max_retransmits: int = 8
     #: Duplicate ACKs, or selectively ACKed packets above a hole, before a fast
     #: retransmit (libutp/libtorrent: 3).
