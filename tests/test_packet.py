@@ -266,8 +266,11 @@ def test_encode_header_matches_encode_packet(ptype, cid, ts, tsd, wnd, seq, ack,
     assert decode_packet(out) == Packet(ptype, cid, ts, tsd, wnd, seq, ack, b"", sack)
 
 
-# Any extension list, including types 1 and 2 with odd bodies: encode never puts >= 3 first.
-any_extensions = st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=255)), max_size=5).map(tuple)
+# Any extension list the encoder accepts (type 2 must be 8 bytes): it never puts >= 3 first.
+any_extensions = (
+    st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=255)), max_size=5)
+    .map(lambda exts: tuple((t, b.ljust(8, b"\0")[:8] if t == 2 else b) for t, b in exts))
+)
 
 
 @settings(max_examples=300)
@@ -879,3 +882,8 @@ def test_encode_out_of_range_u16_hypothesis(field, value):
 def test_encode_out_of_range_u32_hypothesis(field, value):
     with pytest.raises(ValueError):
         encode_packet(GOOD._replace(**{field: value}))
+
+
+def test_encode_rejects_extension_2_of_the_wrong_length() -> None:
+    with pytest.raises(ValueError, match="extension 2"):
+        encode_packet(Packet(ST_DATA, 0, 0, 0, 0, 0, 0, b"", None, ((2, b"abc"),)))
