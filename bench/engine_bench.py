@@ -226,8 +226,13 @@ def _conn_info(conn: UTPConnection, steps: int) -> dict[str, float]:
     }
 
 
-def run_direct(source: Source, expected: str) -> Transfer:
-    """Row 4: two contexts joined in memory, stepped on a virtual clock."""
+def run_direct(source: Source, expected: str, ack_every_datagram: bool = False) -> Transfer:
+    """Rows 4 and 6: two contexts joined in memory, stepped on a virtual clock.
+
+    With ``ack_every_datagram`` the receiver's output is collected after every
+    datagram (one ACK per DATA packet, the worst case for the sender's ACK path)
+    instead of once per batch.
+    """
     sctx = UTPContext(random_bits=random.Random(1).getrandbits)
     rctx = UTPContext(accepting=True, random_bits=random.Random(2).getrandbits)
     clock = Clock()
@@ -261,6 +266,13 @@ def run_direct(source: Source, expected: str) -> Transfer:
             if not data[0] >> 4:  # ST_DATA
                 data_dgrams += 1
             r_receive(data, SENDER_ADDR, now)
+            if ack_every_datagram:
+                while (item := r_next()) is not None:
+                    r_event(item[0], item[1])
+                acks = r_out(now)
+                back += len(acks)
+                for ack, _ in acks:
+                    s_receive(ack, RECEIVER_ADDR, now)
         while (item := r_next()) is not None:
             r_event(item[0], item[1])
         out = r_out(now)
@@ -372,6 +384,7 @@ def run_all(repeat: int, packets: int, progress: Callable[[str], None]) -> list[
     transfers: list[tuple[str, Callable[[Source, str], Transfer]]] = [
         ("engine loop encode->decode->receive", run_direct),
         ("same via simulator (1 ms link)", run_simulated),
+        ("engine loop, one ACK per DATA", partial(run_direct, ack_every_datagram=True)),
     ]
     for name, run in transfers:
         progress(name)

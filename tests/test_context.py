@@ -379,6 +379,38 @@ def test_backlog_frees_up_when_a_connection_is_confirmed():
     assert ctx.half_open == 1
 
 
+def test_reset_to_half_open_connection_frees_the_backlog():
+    ctx = UTPContext(UTPConfig(backlog=1), accepting=True, random_bits=ScriptedBits(1111, 2222))
+    ctx.receive_datagram(pkt(SYN, 10, 100, 0), PEER, 0.0)
+    sent(ctx, 0.0)
+    ctx.receive_datagram(pkt(RESET, 11, 101, 1111), PEER, 0.1)
+    assert ctx.datagrams_to_send(0.1) == []
+    assert ctx.half_open == 0
+    assert ctx.connections == {}
+    ctx.receive_datagram(pkt(SYN, 20, 200, 0), PEER, 0.2)
+    assert [(p.type, p.connection_id) for p, _ in sent(ctx, 0.2)] == [(ST_STATE, 20)]
+
+
+@pytest.mark.parametrize("how", ["abort", "close"])
+def test_half_open_connection_ended_locally_frees_the_backlog(how):
+    """``half_open`` counts SYN_RECV connections; one ended by abort()/close() is no longer one."""
+    ctx = UTPContext(UTPConfig(backlog=1), accepting=True, random_bits=ScriptedBits(1111, 2222))
+    ctx.receive_datagram(pkt(SYN, 10, 100, 0), PEER, 0.0)
+    sent(ctx, 0.0)
+    conn = ctx.connections[(PEER, 11)]
+    assert conn.state is ConnectionState.SYN_RECV
+    getattr(conn, how)(0.5)
+    [(reset, _)] = sent(ctx, 0.5)
+    assert reset.type == ST_RESET
+    assert conn.state is ConnectionState.CLOSED
+    assert ctx.connections == {}
+    assert ctx.half_open == 0
+    # The backlog slot is free again: a new SYN is accepted.
+    ctx.receive_datagram(pkt(SYN, 20, 200, 0), PEER, 1.0)
+    assert [(p.type, p.connection_id, p.seq_nr) for p, _ in sent(ctx, 1.0)] == [(ST_STATE, 20, 2222)]
+    assert ctx.stats.syns_refused == 0
+
+
 def test_repeated_syn_does_not_use_the_backlog_twice():
     ctx = UTPContext(UTPConfig(backlog=2), accepting=True, random_bits=ScriptedBits(1111))
     for _ in range(5):
@@ -445,6 +477,29 @@ def test_reset_with_our_send_id_ends_the_connection(ack_nr):
     """libutp's reply for an unknown connection echoes the id we sent with: our send id."""
     ctx, conn = established()
     assert ctx.receive_datagram(pkt(RESET, conn.send_id, 4242, ack_nr), PEER, 1.0) is True
+    assert events(ctx) == [(conn, ConnectionReset(refused=False))]
+    assert conn.state is ConnectionState.CLOSED
+    assert ctx.datagrams_to_send(1.0) == []
+    assert ctx.connections == {}
+
+
+def established_initiator():
+    """A context with one CONNECTED outgoing connection (recv_id 0x2000, ISN 300); the SYN-ACK is hand-built."""
+    ctx = UTPContext(random_bits=ScriptedBits(0x2000, 300))
+    conn = ctx.connect(PEER, 0.0)
+    sent(ctx, 0.0)
+    ctx.receive_datagram(pkt(STATE, 0x2000, 7000, 300), PEER, 0.1)
+    assert events(ctx) == [(conn, Connected())]
+    sent(ctx, 0.1)
+    return ctx, conn
+
+
+@pytest.mark.parametrize("form", ["recv_id", "send_id"])
+def test_reset_ends_an_outgoing_connection_with_either_id(form):
+    ctx, conn = established_initiator()
+    assert (conn.recv_id, conn.send_id) == (0x2000, 0x2001)
+    cid = conn.recv_id if form == "recv_id" else conn.send_id
+    ctx.receive_datagram(pkt(RESET, cid, 7000, 300), PEER, 1.0)
     assert events(ctx) == [(conn, ConnectionReset(refused=False))]
     assert conn.state is ConnectionState.CLOSED
     assert ctx.datagrams_to_send(1.0) == []
@@ -538,18 +593,17 @@ def test_early_handle_timer_changes_nothing():
 
 
 def test_stale_timer_entry_is_harmless():
-    """The SYN_RECV deadline stays registered after the connection is confirmed; firing it does nothing."""
+    """The SYN_RECV deadline is stale once the connection is confirmed; firing at it does nothing."""
     config = UTPConfig()
     ctx, conn = established()
-    stale = ctx.get_timer()
-    assert stale == config.syn_recv_timeout  # registered while half-open
+    assert ctx.get_timer() <= conn.get_timer()
+    stale = config.syn_recv_timeout  # the handshake deadline armed when the SYN was accepted
+    assert stale < conn.get_timer()
     ctx.handle_timer(stale)
     assert ctx.datagrams_to_send(stale) == []
     assert ctx.next_event() is None
     assert conn.state is ConnectionState.CONNECTED
-    new = ctx.get_timer()
-    assert new is not None and new > stale
-    assert new == conn.get_timer()
+    assert ctx.get_timer() == conn.get_timer() > stale
 
 
 def test_timer_moves_earlier_when_a_connection_needs_it():
@@ -586,17 +640,36 @@ def test_connect_send_id_wraps():
 
 
 def test_connect_retries_an_id_in_use():
-    # Second connect draws 5 (taken), 4 (4 + 1 taken), then 6.
-    bits = ScriptedBits(5, 100, 5, 4, 6, 200)
+    # Second connect draws 5 (taken), 4 (its send id 5 is taken), then 9.
+    bits = ScriptedBits(5, 100, 5, 4, 9, 200)
     ctx = UTPContext(random_bits=bits)
     first = ctx.connect(PEER, 0.0)
     second = ctx.connect(PEER, 0.0)
     assert first.recv_id == 5
-    assert second.recv_id == 6
-    assert second.send_id == 7
+    assert (second.recv_id, second.send_id) == (9, 10)
+    assert bits.draws == [5, 100, 5, 4, 9, 200]
     [(s1, _), (s2, _)] = sent(ctx, 0.0)
     assert (s1.connection_id, s1.seq_nr) == (5, 100)
-    assert (s2.connection_id, s2.seq_nr) == (6, 200)
+    assert (s2.connection_id, s2.seq_nr) == (9, 200)
+
+
+def test_connect_avoids_an_id_that_is_another_connections_send_id():
+    """A RESET may carry either of a connection's ids, so two connections to one peer must not share one.
+
+    Our first connection has ids {5, 6}. A second one with recv_id 6 would make a
+    libutp-style RESET for the first (which carries its send id, 6) land on the second.
+    """
+    ctx = UTPContext(random_bits=ScriptedBits(5, 100, 6, 20, 200, strict=False))
+    first = ctx.connect(PEER, 0.0)
+    second = ctx.connect(PEER, 0.0)
+    assert (first.recv_id, first.send_id) == (5, 6)
+    assert {second.recv_id, second.send_id}.isdisjoint({first.recv_id, first.send_id})
+    sent(ctx, 0.0)
+    # The peer knows nothing of our first connection and answers it libutp's way: id = our send id.
+    ctx.receive_datagram(pkt(RESET, first.send_id, 4242, 100), PEER, 0.5)
+    assert events(ctx) == [(first, ConnectionReset(refused=True))]
+    assert first.state is ConnectionState.CLOSED
+    assert second.state is ConnectionState.SYN_SENT
 
 
 def test_same_id_towards_different_addresses_is_fine():

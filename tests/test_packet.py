@@ -267,9 +267,8 @@ def test_encode_header_matches_encode_packet(ptype, cid, ts, tsd, wnd, seq, ack,
 
 
 # Any extension list the encoder accepts (type 2 must be 8 bytes): it never puts >= 3 first.
-any_extensions = (
-    st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=255)), max_size=5)
-    .map(lambda exts: tuple((t, b.ljust(8, b"\0")[:8] if t == 2 else b) for t, b in exts))
+any_extensions = st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=255)), max_size=5).map(
+    lambda exts: tuple((t, b.ljust(8, b"\0")[:8] if t == 2 else b) for t, b in exts)
 )
 
 

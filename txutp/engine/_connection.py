@@ -146,6 +146,7 @@ class UTPConnection:
         self._tx_count = 0  # transmissions so far, to order them
         self._in_flight_bytes = 0
         self._resend: deque[int] = deque()
+        self._fast_credit = 0  # retransmissions allowed beyond the window right after a loss
         self._unsent = bytearray()
         self._write_closed = False
         self._fin_seq: int | None = None
@@ -459,7 +460,8 @@ class UTPConnection:
             self._send_zero_window_probe(now)
         if self._confirm_deadline is not None and now >= self._confirm_deadline:
             self._confirm_tries += 1
-            if self._confirm_tries > _CONFIRM_RESENDS:
+            if self._confirm_tries > _CONFIRM_RESENDS or self._seq_nr != (self._syn_seq + 1) & _M16:
+                # Given up, or our data (which carries the same proof) took over.
                 self._confirm_deadline = None
             else:
                 self._ack_pending = True
@@ -526,6 +528,14 @@ class UTPConnection:
             if self.ack_nr_acceptable(pkt.ack_nr, reset=True):
                 if state is ConnectionState.LINGER:
                     self._fire(Input.RESET_RECEIVED, now)
+                elif (
+                    state is ConnectionState.CLOSING
+                    and self._fin_seq is not None
+                    and all(e.is_fin for e in self._inflight.values())
+                ):
+                    # Every byte was acknowledged both ways; the peer forgot us before our FIN's
+                    # ACK got through (its linger ended). Nothing was lost: a clean close.
+                    self._terminate(Input.RESET_RECEIVED, ConnectionClosed(), now)
                 else:
                     self._terminate(
                         Input.RESET_RECEIVED, ConnectionReset(refused=state is ConnectionState.SYN_SENT), now
@@ -565,8 +575,14 @@ class UTPConnection:
             self._fire(Input.PEER_CONFIRMED, now)
             self._events.append(Connected())
             state = self.state
-        elif self.initiator and ptype == ST_STATE and pkt.ack_nr == self._syn_seq:
-            self._ack_pending = True  # a repeated SYN-ACK: our confirming ACK was lost
+        elif (
+            self.initiator
+            and ptype == ST_STATE
+            and pkt.ack_nr == self._syn_seq
+            and self._seq_nr == (self._syn_seq + 1) & _M16
+        ):
+            # A repeated SYN-ACK before we sent any data: our confirming ACK was lost.
+            self._ack_pending = True
         elif self._confirm_deadline is not None:
             self._confirm_deadline = None  # the acceptor has spoken beyond its SYN-ACK
 
@@ -737,6 +753,7 @@ class UTPConnection:
             entry.fast_resent = True
             self.fast_retransmits += 1
             self._resend.appendleft(seq)
+            self._fast_credit = 1
         else:
             self._resend.append(seq)
 
@@ -849,7 +866,10 @@ class UTPConnection:
                 continue
             size = len(entry.payload)
             if self._in_flight_bytes + size > window and self._in_flight_bytes > 0:
-                return
+                if not self._fast_credit:
+                    return
+                # A loss just detected is repaired at once, whatever the window (RFC 6675).
+                self._fast_credit -= 1
             resend.popleft()
             self._retransmit(seq, entry, now)
         unsent = self._unsent
@@ -1020,6 +1040,7 @@ class UTPConnection:
         self._dup_acks = 0
         # Everything in flight is presumed lost; resend from the oldest, paced by cwnd.
         self._resend.clear()
+        self._fast_credit = 0
         for seq, entry in inflight.items():
             if not entry.sacked:
                 if not entry.lost:
@@ -1033,7 +1054,8 @@ class UTPConnection:
         state = self.state
         if state is ConnectionState.CLOSING:
             self._fire(Input.FIN_ACKED, now)
-            self._linger_deadline = now + self.config.linger_time
+            # Long enough for the peer's backed-off retransmissions of its FIN to reach us.
+            self._linger_deadline = now + max(self.config.linger_time, 3 * self._rtt.rto)
             self._rto_deadline = None
             self._push_event(ConnectionClosed())
 

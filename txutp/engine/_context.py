@@ -84,7 +84,7 @@ class UTPContext:
         self.stats = ContextStats()
         #: Live connections by (peer address, our receive id).
         self.connections: dict[tuple[Any, int], UTPConnection] = {}
-        self._half_open = 0
+        self._half_open: dict[UTPConnection, None] = {}
         self._needs_output: dict[UTPConnection, None] = {}
         self._needs_events: dict[UTPConnection, None] = {}
         self._timers: list[tuple[float, int, UTPConnection]] = []
@@ -163,10 +163,7 @@ class UTPContext:
             if ptype != ST_RESET:
                 self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return True
-        was_half_open = conn.state is ConnectionState.SYN_RECV
         conn.receive_packet(pkt, now)
-        if was_half_open and conn.state is not ConnectionState.SYN_RECV:
-            self._half_open -= 1
         return True
 
     def _on_syn(self, pkt: Any, addr: Any, now: float) -> None:
@@ -182,7 +179,7 @@ class UTPContext:
             self.stats.syns_refused += 1
             self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return
-        if self._half_open >= self.config.backlog or len(self.connections) >= self.config.max_connections:
+        if self.half_open >= self.config.backlog or len(self.connections) >= self.config.max_connections:
             # At the limit, leave SYNs unanswered as libutp and libtorrent do.
             self.stats.syns_refused += 1
             return
@@ -194,7 +191,7 @@ class UTPContext:
             now=now,
             ipv6=_is_ipv6(addr),
         )
-        self._half_open += 1
+        self._half_open[conn] = None
         self.stats.syns_accepted += 1
         self._attach(conn, now)
 
@@ -307,14 +304,14 @@ class UTPContext:
             if registered.get(conn) != deadline:
                 continue
             del registered[conn]
-            was_half_open = conn.state is ConnectionState.SYN_RECV
             conn.handle_timer(now)
-            if was_half_open and conn.state is not ConnectionState.SYN_RECV:
-                self._half_open -= 1
             self._wake(conn)
             self._after_activity(conn)
 
     @property
     def half_open(self) -> int:
         """Accepted connections still waiting for the peer's confirmation."""
-        return self._half_open
+        half_open = self._half_open
+        for conn in [c for c in half_open if c.state is not ConnectionState.SYN_RECV]:
+            del half_open[conn]
+        return len(half_open)

@@ -1,0 +1,272 @@
+"""Connection internals driven packet by packet: ACKs, SACK, retransmission, windows, hostile values."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ScriptedBits, drain, fields, header
+from txutp.engine import (
+    Connected,
+    DataReceived,
+    UTPConfig,
+    UTPConnection,
+    UTPContext,
+    decode_packet,
+)
+
+A = ("10.0.0.1", 1)
+B = ("10.0.0.2", 2)
+
+
+class Pair:
+    """Two contexts joined by hand: the test decides what crosses, in what order."""
+
+    def __init__(self, config: UTPConfig | None = None, client_config: UTPConfig | None = None) -> None:
+        self.a = UTPContext(client_config or config, random_bits=ScriptedBits([1000, 500]))
+        self.b = UTPContext(config, accepting=True, random_bits=ScriptedBits([7000]))
+        self.now = 0.0
+        self.client = self.a.connect(B, self.now)
+        self.to_b(self.out_a())
+        self.to_a(self.out_b())
+        self.to_b(self.out_a())
+        events = drain(self.b)
+        assert [type(e) for _, e in events] == [Connected]
+        self.server: UTPConnection = events[0][0]  # type: ignore[assignment]
+        drain(self.a)
+
+    def out_a(self) -> list[bytes]:
+        return [d for d, _ in self.a.datagrams_to_send(self.now)]
+
+    def out_b(self) -> list[bytes]:
+        return [d for d, _ in self.b.datagrams_to_send(self.now)]
+
+    def to_b(self, datagrams: list[bytes]) -> None:
+        for d in datagrams:
+            assert self.b.receive_datagram(d, A, self.now)
+
+    def to_a(self, datagrams: list[bytes]) -> None:
+        for d in datagrams:
+            assert self.a.receive_datagram(d, B, self.now)
+
+    def received_by_b(self) -> bytes:
+        return b"".join(e.data for _, e in drain(self.b) if isinstance(e, DataReceived))
+
+
+def _payloads(n: int, size: int = 1382) -> bytes:
+    return b"".join(bytes([i % 256]) * size for i in range(n))
+
+
+def test_ack_coalesced_per_batch() -> None:
+    p = Pair()
+    p.client.send(_payloads(10), p.now)
+    data = p.out_a()
+    assert len(data) == 4  # the initial window: 4 packets
+    p.to_b(data)
+    acks = p.out_b()
+    assert len(acks) == 1
+    (kind, _, _, _, _, _, _, ack) = fields(acks[0])
+    assert kind == 0x21 and ack == decode_packet(data[-1]).seq_nr
+
+
+def test_sack_emitted_for_out_of_order_data_in_multiples_of_4() -> None:
+    p = Pair()
+    p.client.send(_payloads(4), p.now)
+    d = p.out_a()
+    p.to_b([d[0], d[2], d[3]])  # the second is lost
+    [ack] = p.out_b()
+    pkt = decode_packet(ack)
+    assert pkt.ack_nr == decode_packet(d[0]).seq_nr
+    assert pkt.sack is not None and len(pkt.sack) % 4 == 0 and len(pkt.sack) >= 4
+    # bit 0 = ack_nr + 2 (the third packet), bit 1 = ack_nr + 3 (the fourth).
+    assert pkt.sack[0] == 0b11 and not any(pkt.sack[1:])
+    assert ack[1] == 1  # the first extension is the SACK: never >= 3
+
+
+def test_sack_holes_are_retransmitted() -> None:
+    p = Pair()
+    p.client.send(_payloads(4), p.now)
+    d = p.out_a()
+    p.to_b([d[0], d[2]])  # the second is lost; one packet above the hole arrived
+    p.now += 0.05
+    p.to_a(p.out_b())
+    # One confirmation above the hole with three packets in flight is not enough...
+    assert [decode_packet(x).seq_nr for x in p.out_a()] != [decode_packet(d[1]).seq_nr]
+    p.to_b([d[3]])  # ...two are (early retransmit: in flight - 1 = 2 transmitted after it)
+    p.to_a(p.out_b())
+    out = p.out_a()
+    assert decode_packet(out[0]).seq_nr == decode_packet(d[1]).seq_nr
+    assert p.client.fast_retransmits == 1 and p.client.retransmissions == 1
+    p.to_b(out)
+    assert p.received_by_b() == _payloads(4)
+
+
+def test_libtorrent_style_sack_on_data_with_odd_length_is_accepted() -> None:
+    p = Pair()
+    p.client.send(_payloads(4), p.now)
+    d = p.out_a()
+    seqs = [decode_packet(x).seq_nr for x in d]
+    p.to_b(d)
+    p.received_by_b()
+    # The server's DATA acks the first packet and SACKs the others, with a 3-byte SACK (libtorrent).
+    srv_seq = decode_packet(p.out_b()[0]).seq_nr  # the server's own next sequence number (an ACK)
+    sack = bytes([0b11, 0, 0])
+    pkt = header(0x01, p.client.recv_id, srv_seq, seqs[0], ext=1) + bytes([0, 3]) + sack + b"payload"
+    p.to_a([pkt])
+    events = drain(p.a)
+    assert [e for _, e in events] == [DataReceived(b"payload")]
+    # The first is acked, the third and fourth selectively; the second is the hole and is resent.
+    assert sorted(p.client._inflight) == seqs[1:]
+    assert [p.client._inflight[s].sacked for s in seqs[1:]] == [False, True, True]
+    assert [decode_packet(x).seq_nr for x in p.out_a() if x[0] == 0x01] == [seqs[1]]
+
+
+def test_three_duplicate_acks_trigger_fast_retransmit() -> None:
+    p = Pair()
+    p.client.send(_payloads(4), p.now)
+    d = p.out_a()
+    first = decode_packet(d[0]).seq_nr
+    una_ack = (first - 1) & 0xFFFF
+    # A peer without SACK repeats its last ACK: three plain duplicate STATE packets.
+    srv_seq = p.server._seq_nr
+    dup = header(0x21, p.client.recv_id, srv_seq, una_ack, wnd=1 << 20)
+    p.to_a([dup, dup])
+    assert p.out_a() == []
+    p.to_a([dup])
+    [resent] = p.out_a()
+    assert decode_packet(resent).seq_nr == first
+
+
+def test_duplicates_are_suppressed_and_reacked() -> None:
+    p = Pair()
+    p.client.send(b"once", p.now)
+    [d] = p.out_a()
+    p.to_b([d, d])
+    assert p.received_by_b() == b"once"
+    assert p.server.duplicate_packets == 1
+    p.out_b()
+    p.to_b([d])
+    assert p.received_by_b() == b""
+    assert len(p.out_b()) == 1  # the ACK is repeated so the sender learns it arrived
+
+
+def test_retransmission_timeout_resends_the_oldest() -> None:
+    p = Pair()
+    p.client.send(_payloads(2), p.now)
+    d = p.out_a()
+    deadline = p.a.get_timer()
+    assert deadline is not None
+    p.now = deadline
+    p.a.handle_timer(p.now)
+    out = p.out_a()
+    assert [decode_packet(x).seq_nr for x in out] == [decode_packet(d[0]).seq_nr]
+    assert p.client.timeout_count == 1
+    # Karn: no RTT sample from the retransmitted packet.
+    srtt_before = p.client._rtt.srtt
+    p.to_b(out)
+    p.to_a(p.out_b())
+    assert p.client._rtt.srtt == srtt_before
+
+
+def test_advertised_window_follows_the_consumer() -> None:
+    config = UTPConfig(recv_buffer_size=20 * 1382)
+    p = Pair(config)
+    p.server.pause_reading()
+    p.client.send(_payloads(30), p.now)
+    for _ in range(10):
+        p.to_b(p.out_a())
+        p.to_a(p.out_b())
+        p.now += 0.01
+    windows = [decode_packet(x).wnd_size for x in p.out_b()]
+    assert p.server._receive_window() == 0
+    assert p.client._peer_wnd == 0
+    assert p.out_a() == []  # the sender stopped
+    assert windows == [] or windows[-1] == 0
+    p.server.resume_reading(p.now)
+    assert len(p.received_by_b()) == 20 * 1382  # the held data, handed over
+    update = p.out_b()
+    assert len(update) == 1 and decode_packet(update[0]).wnd_size > 0  # an immediate window update
+    p.to_a(update)
+    assert p.out_a()  # sending resumes
+
+
+def test_data_beyond_the_receive_buffer_is_dropped_not_buffered() -> None:
+    config = UTPConfig(recv_buffer_size=4 * 1382)
+    p = Pair(client_config=UTPConfig(), config=config)
+    p.server.pause_reading()
+    # A hostile sender ignores the advertised window entirely.
+    for i in range(50):
+        seq = (p.client._seq_nr + i) & 0xFFFF
+        pkt = header(0x01, p.server.recv_id, seq, p.server._seq_nr - 1) + bytes(1382)
+        p.b.receive_datagram(pkt, A, p.now)
+    assert p.server._used_receive_buffer() <= config.recv_buffer_size
+    assert p.server.dropped_packets >= 46
+
+
+def test_reorder_buffer_is_bounded_by_max_reorder_packets() -> None:
+    config = UTPConfig(max_reorder_packets=8)
+    p = Pair(config)
+    base = p.client._seq_nr
+    for i in range(1, 40):
+        pkt = header(0x01, p.server.recv_id, (base + i) & 0xFFFF, p.server._seq_nr - 1) + b"x"
+        p.b.receive_datagram(pkt, A, p.now)
+    assert len(p.server._reorder) == 7  # offsets 2..8 from the next expected packet
+    assert p.server.dropped_packets == 39 - 7
+
+
+def test_huge_peer_window_does_not_lift_our_send_limit() -> None:
+    config = UTPConfig(send_buffer_size=64 * 1024)
+    p = Pair(client_config=config)
+    # The server claims a 4 GiB window; the client's cwnd cap (the send buffer) still holds.
+    p.to_a([header(0x21, p.client.recv_id, p.server._seq_nr, p.client._seq_nr - 1, wnd=0xFFFFFFFF)])
+    p.client.cc.cwnd = 10**9  # even a runaway controller
+    p.client.send(bytes(config.send_buffer_size), p.now)
+    p.out_a()
+    assert p.client.bytes_in_flight <= 10**9
+    assert p.client.bytes_unsent + p.client.bytes_in_flight <= config.send_buffer_size
+
+
+@pytest.mark.parametrize("ts_diff", [0, 0x7FFFFFFF])
+def test_no_delay_sample_values(ts_diff: int) -> None:
+    p = Pair()
+    p.client.send(b"x", p.now)
+    [d] = p.out_a()
+    p.to_b([d])
+    [ack] = p.out_b()
+    forged = ack[:8] + ts_diff.to_bytes(4, "big") + ack[12:]
+    p.client._last_delay_sample = None
+    p.to_a([forged])
+    assert p.client._last_delay_sample is None
+
+
+def test_hostile_timestamp_values_do_not_break_anything() -> None:
+    p = Pair()
+    p.client.send(b"x" * 5000, p.now)
+    for d in p.out_a():
+        p.to_b([d[:4] + (0x80000000).to_bytes(4, "big") + d[8:]])  # timestamps half the space away
+    for ack in p.out_b():
+        p.to_a([ack[:8] + (0x80000001).to_bytes(4, "big") + ack[12:]])
+    assert p.received_by_b() == b"x" * 5000
+    assert p.client.bytes_in_flight == 0
+
+
+def test_reset_when_only_our_fin_is_unacknowledged_is_a_clean_close() -> None:
+    from txutp.engine import ConnectionClosed, ConnectionReset
+
+    p = Pair()
+    p.client.send(b"all of it", p.now)
+    p.to_b(p.out_a())
+    p.to_a(p.out_b())  # the data is acknowledged
+    p.client.close(p.now)
+    [fin] = p.out_a()
+    assert fin[0] == 0x11  # the FIN never arrives; the peer has forgotten us and answers with RESET
+    p.server.abort(p.now)
+    p.to_a(p.out_b())
+    assert [e for _, e in drain(p.a)] == [ConnectionClosed()]
+
+    q = Pair()
+    q.client.send(b"never acknowledged", q.now)
+    q.client.close(q.now)
+    q.out_a()
+    q.server.abort(q.now)
+    q.to_a(q.out_b())
+    assert [e for _, e in drain(q.a)] == [ConnectionReset()]
