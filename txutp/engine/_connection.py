@@ -1048,7 +1048,11 @@ class UTPConnection:
                     self._in_flight_bytes -= len(entry.payload)
                 entry.fast_resent = False
                 self._resend.append(seq)
-        self._rto_deadline = now + self._rtt.rto
+        rto = self._rtt.rto
+        if self._peer_wnd < self.mss:
+            # What is in flight is a zero-window probe: keep probing at least this often.
+            rto = min(rto, self.config.zero_window_probe_max)
+        self._rto_deadline = now + rto
 
     def _on_fin_acked(self, now: float) -> None:
         state = self.state
@@ -1060,13 +1064,15 @@ class UTPConnection:
             self._push_event(ConnectionClosed())
 
     def _terminate(self, reason: Input, event: Event, now: float) -> None:
+        announced = self.state is not ConnectionState.SYN_RECV  # the application never saw it otherwise
         self._fire(reason, now)
         self._inflight.clear()
         self._resend.clear()
         self._unsent.clear()
         self._reorder.clear()
         self._held.clear()
-        self._push_event(event)
+        if announced:
+            self._push_event(event)
         self._wake()
 
     def _fire(self, event: Input, now: float) -> None:

@@ -103,7 +103,8 @@ class UTPContext:
             raise RuntimeError("too many uTP connections on this context")
         for _ in range(64):
             recv_id = self._random_bits(16)
-            if (addr, recv_id) not in self.connections and (addr, (recv_id + 1) & _M16) not in self.connections:
+            # Neither id may be in use, nor be the neighbour that a RESET by send id would match.
+            if all((addr, (recv_id + d) & _M16) not in self.connections for d in (-1, 0, 1, 2)):
                 break
         else:
             raise RuntimeError(f"no free connection id towards {addr!r}")
@@ -122,6 +123,7 @@ class UTPContext:
         self.connections[(conn.peer_addr, conn.recv_id)] = conn
         conn.wakeup = self._wake
         self._wake(conn)
+        self._after_activity(conn)
 
     def _wake(self, conn: UTPConnection) -> None:
         self._needs_output[conn] = None
