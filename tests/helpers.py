@@ -6,7 +6,7 @@ import random
 import struct
 from collections.abc import Callable, Iterable
 
-from txutp.engine import Event, UTPContext
+from txutp.engine import CongestionController, Event, UTPContext, register_congestion_controller
 from txutp.engine._packet import decode_packet
 
 HEADER = struct.Struct(">BBHIIIHH")
@@ -68,3 +68,58 @@ def near_wrap_bits(seed: int, margin: int = 4000) -> Callable[[int], int]:
         return rng.getrandbits(k)
 
     return bits
+
+
+class RenoWindow(CongestionController):
+    """A loss-based, Reno-like window for tests: slow start, +1 packet per RTT, halve on loss.
+
+    It stands in for TCP when measuring how LEDBAT yields (registered as ``"reno"``).
+    """
+
+    def __init__(self, *, mss: int, initial_cwnd: int, max_cwnd: int, config: object = None) -> None:
+        self.mss = mss
+        self.max_cwnd = max(max_cwnd, mss)
+        self.cwnd = max(min(initial_cwnd, self.max_cwnd), mss)
+        self.ssthresh = self.max_cwnd
+        self._last_cut = float("-inf")
+
+    def on_ack(
+        self,
+        *,
+        now: float,
+        acked_bytes: int,
+        in_flight: int,
+        delay_us: int | None,
+        rtt: float | None,
+        window_limited: bool,
+        rtt_sample: float | None = None,
+        peer_window: int | None = None,
+    ) -> None:
+        if not window_limited or acked_bytes <= 0:
+            return
+        if self.cwnd < self.ssthresh:
+            self.cwnd += acked_bytes
+        else:
+            self.cwnd += max(1, self.mss * acked_bytes // self.cwnd)
+        self.cwnd = min(self.cwnd, self.max_cwnd)
+
+    def on_loss(self, *, now: float, rtt: float | None) -> None:
+        if now - self._last_cut < max(rtt or 0.0, 0.1):
+            return
+        self._last_cut = now
+        self.cwnd = max(self.cwnd // 2, self.mss)
+        self.ssthresh = self.cwnd
+
+    def on_timeout(self, *, now: float, idle: bool) -> None:
+        self._last_cut = now
+        if idle:
+            self.cwnd = max(self.cwnd * 2 // 3, self.mss)
+        else:
+            self.ssthresh = max(self.cwnd // 2, 2 * self.mss)
+            self.cwnd = self.mss
+
+    def stats(self) -> dict[str, float]:
+        return {"ssthresh": self.ssthresh}
+
+
+register_congestion_controller("reno", RenoWindow)

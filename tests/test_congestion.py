@@ -1,4 +1,4 @@
-"""Tests for congestion control: ``SimpleWindow`` and the controller registry."""
+"""Tests for the congestion-control registry and the Reno-like test controller (``tests.helpers.RenoWindow``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import RenoWindow
 from txutp.engine import (
     CongestionController,
-    SimpleWindow,
     UTPConfig,
     UTPContext,
     _congestion,
@@ -23,16 +23,16 @@ from txutp.engine._packet import ST_DATA
 MSS = 1000
 
 
-def window(cwnd: int = 4 * MSS, max_cwnd: int = 100 * MSS) -> SimpleWindow:
-    return SimpleWindow(mss=MSS, initial_cwnd=cwnd, max_cwnd=max_cwnd)
+def window(cwnd: int = 4 * MSS, max_cwnd: int = 100 * MSS) -> RenoWindow:
+    return RenoWindow(mss=MSS, initial_cwnd=cwnd, max_cwnd=max_cwnd)
 
 
-def ack(cc: SimpleWindow, acked: int, *, now: float = 0.0, limited: bool = True, rtt: float | None = 0.1) -> None:
+def ack(cc: RenoWindow, acked: int, *, now: float = 0.0, limited: bool = True, rtt: float | None = 0.1) -> None:
     cc.on_ack(now=now, acked_bytes=acked, in_flight=cc.cwnd, delay_us=None, rtt=rtt, window_limited=limited)
 
 
 # ---------------------------------------------------------------------------
-# SimpleWindow
+# RenoWindow
 # ---------------------------------------------------------------------------
 
 
@@ -54,7 +54,7 @@ def test_initial_window():
     ],
 )
 def test_initial_window_is_clamped(initial, max_cwnd, cwnd, cap):
-    cc = SimpleWindow(mss=MSS, initial_cwnd=initial, max_cwnd=max_cwnd)
+    cc = RenoWindow(mss=MSS, initial_cwnd=initial, max_cwnd=max_cwnd)
     assert cc.cwnd == cwnd
     assert cc.max_cwnd == cap
 
@@ -195,7 +195,7 @@ ops = st.lists(
     operations=ops,
 )
 def test_window_stays_between_mss_and_max(initial, max_cwnd, operations):
-    cc = SimpleWindow(mss=MSS, initial_cwnd=initial, max_cwnd=max_cwnd)
+    cc = RenoWindow(mss=MSS, initial_cwnd=initial, max_cwnd=max_cwnd)
     cap = max(max_cwnd, MSS)
     now = 0.0
     last_cut = float("-inf")
@@ -236,21 +236,21 @@ def registry(monkeypatch):
     return _congestion._REGISTRY
 
 
-def test_create_simple():
-    cc = create_congestion_controller("simple", mss=MSS, initial_cwnd=4 * MSS, max_cwnd=100 * MSS, config=UTPConfig())
-    assert type(cc) is SimpleWindow
+def test_create_reno():
+    cc = create_congestion_controller("reno", mss=MSS, initial_cwnd=4 * MSS, max_cwnd=100 * MSS, config=UTPConfig())
+    assert type(cc) is RenoWindow
     assert cc.cwnd == 4 * MSS
 
 
 def test_unknown_controller_names_the_known_ones():
     with pytest.raises(ValueError, match="nope") as info:
         create_congestion_controller("nope", mss=MSS, initial_cwnd=MSS, max_cwnd=MSS)
-    assert "simple" in str(info.value)
+    assert "ledbat" in str(info.value) and "reno" in str(info.value)
 
 
 def test_unknown_controller_in_config_fails_at_connect(registry):
     ctx = UTPContext(UTPConfig(congestion_control="nope"))
-    with pytest.raises(ValueError, match="simple"):
+    with pytest.raises(ValueError, match="ledbat"):
         ctx.connect(("10.0.0.2", 1), 0.0)
 
 
@@ -267,7 +267,7 @@ class FixedWindow(CongestionController):
         self.kwargs = {"mss": mss, "initial_cwnd": initial_cwnd, "max_cwnd": max_cwnd, "config": config}
         self.calls: list[str] = []
 
-    def on_ack(self, *, now, acked_bytes, in_flight, delay_us, rtt, window_limited) -> None:
+    def on_ack(self, *, now, acked_bytes, in_flight, delay_us, rtt, window_limited, **_) -> None:
         self.calls.append("ack")
 
     def on_loss(self, *, now, rtt) -> None:

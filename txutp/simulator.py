@@ -296,6 +296,15 @@ class Network:
         self._links[(a.address, b.address)] = _Link(forward)
         self._links[(b.address, a.address)] = _Link(backward or forward)
 
+    def bottleneck(self, pairs: list[tuple[Host, Host]], config: LinkConfig) -> None:
+        """Send every ``src → dst`` in ``pairs`` through one shared queue (a router's bottleneck).
+
+        The reverse directions are left as they are (use :meth:`link` first to set them).
+        """
+        shared = _Link(config)
+        for src, dst in pairs:
+            self._links[(src.address, dst.address)] = shared
+
     def link_stats(self, src: Host, dst: Host) -> LinkStats:
         """Counters of the direction ``src`` → ``dst``."""
         return self._links[(src.address, dst.address)].stats

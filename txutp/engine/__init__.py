@@ -7,12 +7,12 @@ timer deadlines are pulled by the caller. See ``docs/design.rst``.
 from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
 from ._congestion import (
     CongestionController,
-    SimpleWindow,
     create_congestion_controller,
     register_congestion_controller,
 )
 from ._connection import ConnectionStats, UTPConnection
 from ._context import ContextStats, UTPContext
+from ._delay import DelayHistory
 from ._events import (
     Connected,
     ConnectionAborted,
@@ -25,11 +25,13 @@ from ._events import (
     Event,
     Writable,
 )
+from ._ledbat import LEDBAT
 from ._packet import Packet, PacketError, PacketType, decode_packet, encode_packet, is_utp_datagram
 from ._rtt import RTTEstimator
 from ._state import TRANSITIONS, ConnectionState, Input
 
 __all__ = [
+    "LEDBAT",
     "MAX_DATAGRAM_IPV4",
     "MAX_DATAGRAM_IPV6",
     "TRANSITIONS",
@@ -44,6 +46,7 @@ __all__ = [
     "ConnectionTimedOut",
     "ContextStats",
     "DataReceived",
+    "DelayHistory",
     "EndOfStream",
     "Event",
     "Input",
@@ -51,7 +54,6 @@ __all__ = [
     "PacketError",
     "PacketType",
     "RTTEstimator",
-    "SimpleWindow",
     "UTPConfig",
     "UTPConnection",
     "UTPContext",

@@ -63,9 +63,26 @@ class UTPConfig:
     #: Hold back an undersized packet while another undersized one is in flight.
     nagle: bool = True
     #: Congestion controller by name (see ``register_congestion_controller``).
-    congestion_control: str = "simple"
-    #: Initial congestion window in bytes.
+    congestion_control: str = "ledbat"
+    #: Initial congestion window in bytes (RFC 3390's 4 packets; libutp starts at 1).
     initial_cwnd: int = 4 * 1382
+    #: LEDBAT's target for the queueing delay we add (libutp CCONTROL_TARGET, libtorrent
+    #: utp_target_delay: 100 ms).
+    target_delay: float = 0.100
+    #: LEDBAT's most window growth per RTT, in bytes (libutp MAX_CWND_INCREASE_BYTES_PER_RTT,
+    #: libtorrent utp_gain_factor: 3000).
+    gain: int = 3000
+    #: Window multiplier on loss (libtorrent utp_loss_multiplier 50 %; BEP 29: 0.5).
+    loss_multiplier: float = 0.5
+    #: Least time between two loss reductions of the window (libutp MAX_WINDOW_DECAY,
+    #: libtorrent utp_cwnd_reduce_timer: 100 ms); also at most once per RTT.
+    cwnd_reduce_interval: float = 0.100
+    #: One-minute slots of base-delay history (libutp DELAY_BASE_HISTORY 13; libtorrent 20).
+    delay_history_slots: int = 13
+    #: LEDBAT++ periodic slowdown: drain the queue now and then so that flows sharing a
+    #: bottleneck agree on the base delay (fixes LEDBAT's latecomer unfairness; not in
+    #: libutp/libtorrent, in Windows' LEDBAT++).
+    ledbat_slowdown: bool = True
     #: Most half-open (SYN_RECV) connections a context keeps (the listen backlog).
     backlog: int = 128
     #: Most connections a context keeps in all (libutp: 3000 sockets).

@@ -157,6 +157,7 @@ class UTPConnection:
         self._nagle_seq: int | None = None  # an undersized packet in flight
         self._timeouts = 0
         self._rto_deadline: float | None = None
+        self._idle_since: float | None = now  # when the last byte in flight was acknowledged
         self._probe_deadline: float | None = None
         self._probe_interval = config.initial_rto
         self._last_send = now
@@ -549,7 +550,8 @@ class UTPConnection:
         self._timeouts = 0  # the peer is alive (libtorrent resets its timeout count likewise)
         ts = pkt.timestamp_us
         if ts:
-            self._reply_micro = (int(now * 1_000_000) - ts) & _M32
+            self._reply_micro = reply = (int(now * 1_000_000) - ts) & _M32
+            self.cc.on_reverse_delay(now=now, delay_us=reply)
 
         if state is ConnectionState.SYN_SENT:
             if ptype != ST_STATE:
@@ -608,6 +610,7 @@ class UTPConnection:
         outstanding = (self._seq_nr - una) & _M16
         acked_bytes = 0
         in_flight_before = self._in_flight_bytes
+        samples_before = self._rtt.count
         if 0 < n <= outstanding:
             sample = None
             for i in range(n):
@@ -655,12 +658,16 @@ class UTPConnection:
                 delay_us=delay,
                 rtt=self._rtt.srtt,
                 window_limited=in_flight_before + self.mss >= min(cc.cwnd, old_wnd),
+                rtt_sample=self._rtt.latest if self._rtt.count != samples_before else None,
+                peer_window=self._peer_wnd,
             )
         if inflight:
             if n and 0 < n <= outstanding:
                 self._rto_deadline = now + self._rtt.rto
         else:
             self._rto_deadline = None
+            if self._idle_since is None:
+                self._idle_since = now
         if self._peer_wnd >= self.mss or self._peer_wnd > len(self._unsent):
             self._probe_deadline = None
             self._probe_interval = self.config.initial_rto
@@ -854,6 +861,10 @@ class UTPConnection:
 
     def _fill(self, now: float) -> None:
         """Send retransmissions, then new data and the FIN, as far as the windows allow."""
+        if self._idle_since is not None and self._unsent:
+            if now - self._idle_since > self._rtt.rto:
+                self.cc.on_timeout(now=now, idle=True)  # a window unused for a while is no longer valid
+            self._idle_since = None
         cwnd = self.cc.cwnd
         window = self._peer_wnd if self._peer_wnd < cwnd else cwnd
         inflight = self._inflight

@@ -14,13 +14,14 @@ class RTTEstimator:
     Callers feed only samples from packets sent once (Karn's rule).
     """
 
-    __slots__ = ("srtt", "rttvar", "min_rtt", "latest", "_base_rto", "_backoff", "_min_rto", "_max_rto")
+    __slots__ = ("srtt", "rttvar", "min_rtt", "latest", "count", "_base_rto", "_backoff", "_min_rto", "_max_rto")
 
     def __init__(self, initial_rto: float, min_rto: float, max_rto: float) -> None:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.min_rtt: float | None = None
         self.latest: float | None = None
+        self.count = 0  # samples taken
         self._min_rto = min_rto
         self._max_rto = max_rto
         self._base_rto = max(min_rto, min(initial_rto, max_rto))
@@ -31,6 +32,7 @@ class RTTEstimator:
         if rtt < 0:
             return
         self.latest = rtt
+        self.count += 1
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
         srtt = self.srtt

@@ -1,0 +1,1 @@
+"""Real uTP peers (utp-native, libtorrent) for interoperability tests; see setup_peers.sh."""

@@ -1,0 +1,218 @@
+"""LEDBAT congestion control as libutp and libtorrent implement it.
+
+The window grows while the one-way queueing delay we add stays below
+``target_delay`` and shrinks when it exceeds it, in proportion to the distance
+from the target::
+
+    delay_factor  = (target - delay) / target
+    window_factor = acked_bytes / bytes_in_flight_before_the_ack      (at most 1)
+    cwnd         += gain * window_factor * delay_factor               (gain: 3000 bytes per RTT)
+
+``delay`` is the minimum of the last 3 one-way delay samples above the base
+delay (:class:`~txutp.engine._delay.DelayHistory`), clamped to the RTT, so a
+peer that lies about delay cannot make us send faster than loss-based control
+would. Slow start (cwnd += acked) runs until the delay reaches 90 % of the
+target or cwnd passes ``ssthresh``. No growth while the application, not the
+window, limits sending. A loss halves the window at most once per RTT (and at
+least 100 ms apart); a timeout drops it to one packet and restarts slow start
+(or to 2/3 if the connection was idle). The window never falls below one packet
+nor exceeds the peer's advertised window or the send buffer.
+"""
+
+from __future__ import annotations
+
+from ._config import UTPConfig
+from ._congestion import CongestionController, register_congestion_controller
+from ._delay import DelayHistory
+
+__all__ = ["LEDBAT"]
+
+_M32 = 0xFFFFFFFF
+_HALF = 0x80000000
+#: A peer's base delay may fall by at most this much per sample and still count as clock drift (libutp).
+_MAX_DRIFT_STEP_US = 10_000
+
+
+class LEDBAT(CongestionController):
+    """Delay-based congestion control (BEP 29 / RFC 6817 as deployed by libutp and libtorrent)."""
+
+    def __init__(self, *, mss: int, initial_cwnd: int, max_cwnd: int, config: UTPConfig | None = None) -> None:
+        config = config or UTPConfig()
+        self.mss = mss
+        self.max_cwnd = max(max_cwnd, mss)
+        self.cwnd = max(min(initial_cwnd, self.max_cwnd), mss)
+        self.ssthresh = self.max_cwnd
+        self.slow_start = True
+        self.target_us = int(config.target_delay * 1_000_000)
+        self.gain = config.gain
+        self.loss_multiplier = config.loss_multiplier
+        self.min_cut_interval = config.cwnd_reduce_interval
+        #: One-way delay of our packets towards the peer (their timestamp_difference).
+        self.our_delay = DelayHistory(config.delay_history_slots)
+        #: One-way delay of the peer's packets towards us (what we echo): tells us about clock drift.
+        self.their_delay = DelayHistory(config.delay_history_slots)
+        self.delay_us: int | None = None  # the filtered delay used for the last decision
+        self._last_cut = float("-inf")
+        self._fraction = 0.0  # sub-byte growth carried between ACKs
+        # Periodic slowdown (LEDBAT++): see _slowdown().
+        self.slowdowns = config.ledbat_slowdown
+        self.slowdown_count = 0
+        self._slowdown_next: float | None = None  # when the next slowdown starts
+        self._slowdown_started: float | None = None  # the one under way began then
+        self._slowdown_hold_until: float | None = None  # holding the minimal window until then
+
+    def on_ack(
+        self,
+        *,
+        now: float,
+        acked_bytes: int,
+        in_flight: int,
+        delay_us: int | None,
+        rtt: float | None,
+        window_limited: bool,
+        rtt_sample: float | None = None,
+        peer_window: int | None = None,
+    ) -> None:
+        if acked_bytes <= 0:
+            return
+        if delay_us is not None:
+            self.our_delay.add_sample(delay_us, now)
+        current = self.our_delay.current
+        if current is None:
+            # No delay information yet: behave like slow start limited by ssthresh.
+            if window_limited and self.slow_start:
+                self._grow(acked_bytes, peer_window)
+            return
+        clamp = rtt_sample if rtt_sample is not None else rtt
+        if clamp is not None:
+            current = min(current, int(clamp * 1_000_000))
+        self.delay_us = current
+        if self.slowdowns and rtt is not None and self._slowdown(now, rtt):
+            return
+        target = self.target_us
+        delay_factor = (target - current) / target
+        window_factor = min(1.0, acked_bytes / max(in_flight, acked_bytes, 1))
+        linear = self.gain * window_factor * delay_factor
+        if self.slow_start and current >= 0.9 * target and self._slowdown_started is None:
+            self._leave_slow_start(now, rtt)
+            self.ssthresh = self.cwnd
+        if not window_limited:
+            # Application-limited: a window we do not use must not grow (but may shrink).
+            linear = min(linear, 0.0)
+            self._grow(linear, peer_window)
+            return
+        if self.slow_start:
+            if self.cwnd + acked_bytes > self.ssthresh:
+                self._leave_slow_start(now, rtt)
+                self._grow(linear, peer_window)
+            else:
+                self._grow(max(float(acked_bytes), linear), peer_window)
+        else:
+            self._grow(linear, peer_window)
+
+    def _leave_slow_start(self, now: float, rtt: float | None) -> None:
+        self.slow_start = False
+        if not self.slowdowns or rtt is None:
+            return
+        started = self._slowdown_started
+        if started is not None:
+            # The ramp back up after a slowdown ended: the next one comes after 9 times
+            # as long, so slowdowns cost about a tenth of the time.
+            self._slowdown_next = now + 9 * max(now - started, 2 * rtt)
+            self._slowdown_started = None
+        elif self._slowdown_next is None:
+            self._slowdown_next = now + 2 * rtt  # LEDBAT++'s initial slowdown
+
+    def _slowdown(self, now: float, rtt: float) -> bool:
+        """LEDBAT++ periodic slowdown (draft-irtf-iccrg-ledbat-plus-plus, as Windows does).
+
+        Every so often the window drops to 2 packets for 2 RTTs, so the bottleneck
+        queue drains and every LEDBAT flow sharing it re-measures the true base
+        delay. Without it, a flow that started while the queue was already full
+        takes that queue for base delay and starves the others (the "latecomer"
+        problem; libutp and libtorrent have it). Returns True while holding.
+        """
+        hold = self._slowdown_hold_until
+        if hold is not None:
+            if now < hold:
+                return True
+            self._slowdown_hold_until = None
+            self.slow_start = True  # ramp back up to the old window
+            return False
+        due = self._slowdown_next
+        if due is not None and now >= due and self._slowdown_started is None:
+            self.slowdown_count += 1
+            self._slowdown_next = None
+            self._slowdown_started = now
+            self._slowdown_hold_until = now + 2 * rtt
+            self.ssthresh = max(self.cwnd, 2 * self.mss)
+            self.cwnd = 2 * self.mss
+            self._fraction = 0.0
+            return True
+        return False
+
+    def _grow(self, amount: float, peer_window: int | None) -> None:
+        amount += self._fraction
+        whole = int(amount)
+        self._fraction = amount - whole
+        cwnd = self.cwnd + whole
+        limit = self.max_cwnd
+        if peer_window is not None and peer_window < limit:
+            limit = max(peer_window, self.mss)
+        if cwnd > limit:
+            cwnd = limit
+            self._fraction = 0.0
+        if cwnd < self.mss:
+            cwnd = self.mss
+            self._fraction = 0.0
+        self.cwnd = cwnd
+
+    def on_reverse_delay(self, *, now: float, delay_us: int) -> None:
+        """A sample of the peer-to-us delay; when its base falls, clocks drifted: raise ours."""
+        before = self.their_delay.base
+        self.their_delay.add_sample(delay_us, now)
+        after = self.their_delay.base
+        if before is not None and after is not None and after != before:
+            fall = (before - after) & _M32
+            if 0 < fall <= _MAX_DRIFT_STEP_US:
+                self.our_delay.shift(fall)
+
+    def on_loss(self, *, now: float, rtt: float | None) -> None:
+        if now - self._last_cut < max(rtt or 0.0, self.min_cut_interval):
+            return
+        self._last_cut = now
+        self.cwnd = max(int(self.cwnd * self.loss_multiplier), self.mss)
+        self.ssthresh = self.cwnd
+        if self.slow_start:
+            self._leave_slow_start(now, rtt)
+        self._fraction = 0.0
+
+    def on_timeout(self, *, now: float, idle: bool) -> None:
+        self._last_cut = now
+        self._fraction = 0.0
+        if idle:
+            self.cwnd = max(self.cwnd * 2 // 3, self.mss)
+            return
+        self.ssthresh = max(self.cwnd // 2, 2 * self.mss)
+        self.cwnd = self.mss
+        self.slow_start = True
+        self._slowdown_hold_until = None
+
+    def set_mss(self, mss: int) -> None:
+        """The packet size changed (path MTU discovery)."""
+        self.mss = mss
+        if self.cwnd < mss:
+            self.cwnd = mss
+
+    def stats(self) -> dict[str, float]:
+        base = self.our_delay.base
+        return {
+            "ssthresh": self.ssthresh,
+            "slow_start": float(self.slow_start),
+            "current_delay_us": float(self.delay_us) if self.delay_us is not None else -1.0,
+            "base_delay_us": float(base) if base is not None else -1.0,
+            "slowdowns": float(self.slowdown_count),
+        }
+
+
+register_congestion_controller("ledbat", LEDBAT)
