@@ -30,6 +30,9 @@ MODE is one of (the same as ``tests/peers/utp_native_peer.js``):
 ``bt-download TORRENT``
     (connect only) BitTorrent client over uTP: handshake, interested, pipelined
     16 KiB requests, every piece checked against its SHA-1 in TORRENT.
+``bt-download-halfclose TORRENT``
+    the same, but every request goes out at once and txutp then half-closes
+    (FIN) while the pieces are still coming.
 ``bt-seed TORRENT``
     (listen only) a minimal BitTorrent seeder over uTP for the torrent's data,
     which must be the interop stream (``libtorrent_peer.py make``).
@@ -60,6 +63,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import select
 import socket
 import subprocess
@@ -95,6 +99,9 @@ NODE_PEER = PEERS / "utp_native_peer.js"
 LT_PEER = PEERS / "libtorrent_peer.py"
 CHUNK = 65536
 TYPE_NAMES = {0: "DATA", 1: "FIN", 2: "STATE", 3: "RESET", 4: "SYN"}
+#: Simulated loss: the fraction of datagrams dropped in each direction (``--drop``), seeded.
+LOSS = {"drop": 0.0, "seed": 1}
+MODES = ["sink", "source", "echo", "pingpong", "reset-after", "bt-download", "bt-download-halfclose", "bt-seed"]
 
 
 # ============================================================================ packet log
@@ -164,6 +171,12 @@ class Driver:
         self.max_batch = 0
         self.send_errors: dict[str, int] = {}
         self.oversize_in = 0
+        self.drop = LOSS["drop"]
+        self.rng = random.Random(LOSS["seed"])
+        self.dropped_in = 0
+        self.dropped_out = 0
+        #: How often each FIN sequence number arrived (a peer retransmitting its FIN shows here).
+        self.fins_in: dict[int, int] = {}
 
     def addr(self, host: str, port: int) -> Any:
         """The address form ``recvfrom`` reports, so replies route to the same connection."""
@@ -176,6 +189,10 @@ class Driver:
         log = self.log if self.log.f is not None else None
         while pending:
             data, addr = pending[0]
+            if self.drop and self.rng.random() < self.drop:
+                pending.popleft()
+                self.dropped_out += 1
+                continue
             try:
                 sendto(data, addr)
             except BlockingIOError:
@@ -237,8 +254,14 @@ class Driver:
                     except OSError:  # ICMP errors reported on the socket
                         continue
                     n += 1
+                    if self.drop and self.rng.random() < self.drop:
+                        self.dropped_in += 1
+                        continue
                     if len(data) > 1472:
                         self.oversize_in += 1
+                    if data[0] == 0x11 and len(data) >= 20:
+                        fin_seq = int.from_bytes(data[16:18], "big")
+                        self.fins_in[fin_seq] = self.fins_in.get(fin_seq, 0) + 1
                     if log is not None:
                         log("IN ", data, addr, now)
                     if not receive(data, addr, now):
@@ -569,8 +592,9 @@ class BTApp(App):
 class BTDownloader(BTApp):
     """Connects, says interested, pipelines requests, checks every piece's SHA-1."""
 
-    def __init__(self, torrent: Torrent, pipeline: int = 256) -> None:
+    def __init__(self, torrent: Torrent, pipeline: int = 256, half_close: bool = False) -> None:
         super().__init__(torrent, initiator=True)
+        self.half_close = half_close
         self.pipeline = pipeline
         self.choked = True
         self.next_block = 0  # index over all blocks
@@ -627,6 +651,20 @@ class BTDownloader(BTApp):
                     assert self.conn is not None
                     self.conn.close(now)  # full close: FIN, then ConnectionClosed
             self.request_more()
+
+    def pump(self, now: float) -> None:
+        super().pump(now)
+        if (
+            self.half_close
+            and self.conn is not None
+            and not self.outbuf
+            and self.next_block == len(self.blocks)
+            and not self.finished
+        ):
+            # Every request is out: half-close and keep reading the pieces (bt-download-halfclose).
+            self.half_close = False
+            self.conn.shutdown_write(now)
+            self.events.append((round(now - (self.t_start or now), 6), "local shutdown_write"))
 
     def request_more(self) -> None:
         while not self.choked and self.outstanding < self.pipeline and self.next_block < len(self.blocks):
@@ -715,6 +753,9 @@ def run_probe(
     app: App
     if mode == "bt-download":
         app = BTDownloader(Torrent(str(arg)))
+    elif mode == "bt-download-halfclose":
+        t = Torrent(str(arg))
+        app = BTDownloader(t, pipeline=1 << 30, half_close=True)
     elif mode == "bt-seed":
         app = BTSeeder(Torrent(str(arg)))
     else:
@@ -751,6 +792,9 @@ def run_probe(
         "max_batch": drv.max_batch,
         "send_errors": drv.send_errors,
         "oversize_in": drv.oversize_in,
+        "dropped_in": drv.dropped_in,
+        "dropped_out": drv.dropped_out,
+        "peer_fin_transmissions": max(drv.fins_in.values(), default=0),
         "rcvbuf": drv.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
     }
     drv.close()
@@ -920,7 +964,7 @@ def summarize(s: dict[str, Any]) -> dict[str, Any]:
     if mode == "bt-download":
         row["bytes"], row["mb_per_s"] = me.get("bytes"), me.get("mb_per_s")
     elif mode == "bt-seed":
-        row["bytes"], row["mb_per_s"] = peer.get("bytes"), peer.get("mb_per_s_from_first_payload")
+        row["bytes"], row["mb_per_s"] = peer.get("bytes"), me.get("mb_per_s")
     elif mode in ("sink", "pingpong"):
         row["bytes"], row["mb_per_s"] = me.get("bytes"), me.get("mb_per_s")
     elif mode in ("source", "echo"):
@@ -933,6 +977,9 @@ def summarize(s: dict[str, Any]) -> dict[str, Any]:
     row["retransmissions"] = st.get("retransmissions")
     row["fast_retransmits"] = st.get("fast_retransmits")
     row["timeouts"] = st.get("timeouts")
+    drv = me.get("driver") or {}
+    row["peer_fin_tx"] = drv.get("peer_fin_transmissions")
+    row["dropped"] = f"{drv.get('dropped_out', 0)}/{drv.get('dropped_in', 0)}" if LOSS["drop"] else None
     row["txutp_events"] = _evs(s, collapse=True)
     row["txutp_error"] = me.get("error")
     row["peer_error"] = peer.get("error")
@@ -1083,7 +1130,9 @@ def suite(args: argparse.Namespace) -> int:
         print(json.dumps(row), file=sys.stderr, flush=True)
         time.sleep(0.3)
 
-    cols = ["name", "bytes", "ok", "mb_per_s", "retransmissions", "fast_retransmits", "timeouts"]
+    cols = ["name", "bytes", "ok", "mb_per_s", "retransmissions", "fast_retransmits", "timeouts", "peer_fin_tx"]
+    if LOSS["drop"]:
+        cols.append("dropped")
     widths = [max(len(str(r.get(c))) for r in [*rows, dict(zip(cols, cols))]) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
@@ -1106,12 +1155,26 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     def opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("mode", choices=["sink", "source", "echo", "pingpong", "reset-after", "bt-download", "bt-seed"])
+        p.add_argument(
+            "mode",
+            choices=[
+                "sink",
+                "source",
+                "echo",
+                "pingpong",
+                "reset-after",
+                "bt-download",
+                "bt-download-halfclose",
+                "bt-seed",
+            ],
+        )
         p.add_argument("arg", nargs="?", help="byte count (source, pingpong, reset-after) or .torrent (bt-*)")
         p.add_argument("--bufsize", type=int, default=4 * 1024 * 1024)
         p.add_argument("--log-packets", metavar="FILE")
         p.add_argument("--timeout", type=float, default=120.0)
         p.add_argument("--linger", type=float, default=1.0)
+        p.add_argument("--drop", type=float, default=0.0, help="drop this fraction of datagrams each way")
+        p.add_argument("--seed", type=int, default=1, help="seed of --drop")
 
     p = sub.add_parser("listen")
     p.add_argument("port", type=int)
@@ -1130,13 +1193,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write every result here")
     p.add_argument("--only", nargs="*", help="run only scenarios whose name contains one of these")
     p.add_argument("--no-libtorrent", action="store_true")
+    p.add_argument("--drop", type=float, default=0.0, help="drop this fraction of datagrams each way (txutp side)")
+    p.add_argument("--seed", type=int, default=1, help="seed of --drop")
     args = parser.parse_args(argv)
 
+    LOSS["drop"], LOSS["seed"] = args.drop, args.seed
     if args.cmd == "suite":
         return suite(args)
     if args.mode in ("source", "pingpong", "reset-after") and (args.arg is None or not args.arg.isdigit()):
         parser.error(f"{args.mode} needs a byte count")
-    if (args.mode == "bt-download" and args.cmd != "connect") or (args.mode == "bt-seed" and args.cmd != "listen"):
+    if (args.mode.startswith("bt-download") and args.cmd != "connect") or (
+        args.mode == "bt-seed" and args.cmd != "listen"
+    ):
         parser.error("bt-download connects, bt-seed listens")
 
     def ready(port: int) -> None:

@@ -22,7 +22,10 @@ class Pair:
     """Two contexts joined by hand: the test decides what crosses, in what order."""
 
     def __init__(self, config: UTPConfig | None = None, client_config: UTPConfig | None = None) -> None:
-        self.a = UTPContext(client_config or config, random_bits=ScriptedBits([1000, 500]))
+        # Fixed packet sizes (no path MTU probes) keep the packet arithmetic of these tests simple.
+        config = config or UTPConfig(mtu_discovery=False)
+        client_config = client_config or config
+        self.a = UTPContext(client_config, random_bits=ScriptedBits([1000, 500]))
         self.b = UTPContext(config, accepting=True, random_bits=ScriptedBits([7000]))
         self.now = 0.0
         self.client = self.a.connect(B, self.now)
@@ -168,7 +171,7 @@ def test_retransmission_timeout_resends_the_oldest() -> None:
 
 
 def test_advertised_window_follows_the_consumer() -> None:
-    config = UTPConfig(recv_buffer_size=20 * 1382)
+    config = UTPConfig(recv_buffer_size=20 * 1382, mtu_discovery=False)
     p = Pair(config)
     p.server.pause_reading()
     p.client.send(_payloads(30), p.now)
@@ -190,8 +193,8 @@ def test_advertised_window_follows_the_consumer() -> None:
 
 
 def test_data_beyond_the_receive_buffer_is_dropped_not_buffered() -> None:
-    config = UTPConfig(recv_buffer_size=4 * 1382)
-    p = Pair(client_config=UTPConfig(), config=config)
+    config = UTPConfig(recv_buffer_size=4 * 1382, mtu_discovery=False)
+    p = Pair(client_config=UTPConfig(mtu_discovery=False), config=config)
     p.server.pause_reading()
     # A hostile sender ignores the advertised window entirely.
     for i in range(50):
@@ -203,7 +206,7 @@ def test_data_beyond_the_receive_buffer_is_dropped_not_buffered() -> None:
 
 
 def test_reorder_buffer_is_bounded_by_max_reorder_packets() -> None:
-    config = UTPConfig(max_reorder_packets=8)
+    config = UTPConfig(max_reorder_packets=8, mtu_discovery=False)
     p = Pair(config)
     base = p.client._seq_nr
     for i in range(1, 40):
@@ -214,7 +217,7 @@ def test_reorder_buffer_is_bounded_by_max_reorder_packets() -> None:
 
 
 def test_huge_peer_window_does_not_lift_our_send_limit() -> None:
-    config = UTPConfig(send_buffer_size=64 * 1024)
+    config = UTPConfig(send_buffer_size=64 * 1024, mtu_discovery=False)
     p = Pair(client_config=config)
     # The server claims a 4 GiB window; the client's cwnd cap (the send buffer) still holds.
     p.to_a([header(0x21, p.client.recv_id, p.server._seq_nr, p.client._seq_nr - 1, wnd=0xFFFFFFFF)])
@@ -270,3 +273,37 @@ def test_reset_when_only_our_fin_is_unacknowledged_is_a_clean_close() -> None:
     q.server.abort(q.now)
     q.to_a(q.out_b())
     assert [e for _, e in drain(q.a)] == [ConnectionReset()]
+
+
+def test_time_wait_reacks_late_retransmissions_after_linger() -> None:
+    p = Pair()
+    p.client.send(b"data", p.now)
+    p.client.shutdown_write(p.now)
+    sent = p.out_a()  # DATA and FIN
+    assert [x[0] for x in sent] == [0x01, 0x11]
+    p.to_b(sent)
+    p.server.close(p.now)
+    p.to_a(p.out_b())  # the server's ACK and FIN
+    p.to_b(p.out_a())  # the client's ACK of the server's FIN
+    drain(p.a)
+    drain(p.b)
+    assert p.server.state.value == "LINGER"
+    while (deadline := p.b.get_timer()) is not None:  # the server lingers, then is forgotten
+        p.now = deadline
+        p.b.handle_timer(p.now)
+        p.out_b()
+    assert p.b.connections == {}
+    # A late copy of the client's FIN is re-ACKed (TIME_WAIT), not answered with RESET.
+    p.b.receive_datagram(sent[1], A, p.now)
+    [reply] = p.out_b()
+    assert fields(reply)[0] == 0x21 and fields(reply)[7] == decode_packet(sent[1]).seq_nr
+    # Something new from that connection is answered with RESET.
+    fresh = header(0x01, p.server.recv_id, (decode_packet(sent[1]).seq_nr + 1) & 0xFFFF, 0) + b"new"
+    p.b.receive_datagram(fresh, A, p.now)
+    [reset] = p.out_b()
+    assert fields(reset)[0] == 0x31
+    # After TIME_WAIT, even the old FIN gets a RESET.
+    p.now += p.b.config.time_wait + 1
+    p.b.receive_datagram(sent[1], A, p.now)
+    [reset] = p.out_b()
+    assert fields(reset)[0] == 0x31

@@ -35,6 +35,7 @@ from .engine import (
     Connected,
     ConnectionTerminated,
     DataReceived,
+    DontFragment,
     EndOfStream,
     Event,
     UTPConfig,
@@ -74,8 +75,12 @@ class LinkConfig:
     bandwidth: float | None = None
     #: Bottleneck FIFO capacity in bytes (tail drop); ``None`` for unbounded.
     buffer: int | None = None
-    #: Largest datagram (UDP payload) the path carries; larger ones vanish.
+    #: The path MTU at the IP level (UDP payload + 28 bytes of headers on IPv4, 48 on IPv6).
+    #: A larger datagram sent with don't-fragment (a :class:`~txutp.engine.DontFragment`)
+    #: vanishes silently, as behind a router whose ICMP is filtered; others are fragmented.
     mtu: int | None = None
+    #: When false, fragments are dropped too: a path MTU black hole.
+    fragmentation: bool = True
 
 
 @dataclass
@@ -87,6 +92,7 @@ class LinkStats:
     lost: int = 0
     queue_drops: int = 0
     mtu_drops: int = 0
+    fragmented: int = 0
     duplicated: int = 0
     reordered: int = 0
     corrupted: int = 0
@@ -396,9 +402,23 @@ class Network:
         stats.sent += 1
         rnd = self.random.random
         size = len(data)
-        if cfg.mtu is not None and size > cfg.mtu:
-            stats.mtu_drops += 1
-            return
+        wire_size = size
+        if cfg.mtu is not None:
+            overhead = 48 if ":" in str(dest[0]) else 28
+            if size + overhead > cfg.mtu:
+                if isinstance(data, DontFragment) or not cfg.fragmentation:
+                    stats.mtu_drops += 1
+                    return
+                # IP fragments: each one can be lost, and each carries its own IP header.
+                fragments = -(-(size + 8) // (cfg.mtu - overhead + 8))
+                stats.fragmented += 1
+                for _ in range(fragments - 1):
+                    if cfg.loss and rnd() < cfg.loss:
+                        stats.lost += 1
+                        return
+                wire_size = size + (fragments - 1) * (overhead - 8)
+        if isinstance(data, DontFragment):
+            data = bytes(data)
         if cfg.loss and rnd() < cfg.loss:
             stats.lost += 1
             return
@@ -407,12 +427,12 @@ class Network:
             start = link.busy_until if link.busy_until > now else now
             if cfg.buffer is not None:
                 queued = (start - now) * cfg.bandwidth
-                if queued + size > cfg.buffer:
+                if queued + wire_size > cfg.buffer:
                     stats.queue_drops += 1
                     return
-                if queued + size > stats.max_queue_bytes:
-                    stats.max_queue_bytes = int(queued + size)
-            link.busy_until = start + size / cfg.bandwidth
+                if queued + wire_size > stats.max_queue_bytes:
+                    stats.max_queue_bytes = int(queued + wire_size)
+            link.busy_until = start + wire_size / cfg.bandwidth
             depart = link.busy_until
         else:
             depart = now

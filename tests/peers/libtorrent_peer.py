@@ -69,7 +69,7 @@ def out(line: str) -> None:
 def session_settings(port: int, host: str) -> dict[str, Any]:
     """uTP only on host:port; nothing that talks to the outside world."""
     return {
-        "listen_interfaces": f"{host}:{port}",
+        "listen_interfaces": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "enable_incoming_tcp": False,
         "enable_outgoing_tcp": False,
         "enable_incoming_utp": True,
@@ -218,11 +218,15 @@ def cmd_seed(args: argparse.Namespace) -> int:
     info = make_torrent(args.size, directory, args.piece_size, Path(args.torrent_out) if args.torrent_out else None)
     ses, port = start_session(args.port, args.host)
     ti = lt.torrent_info(info["torrent"])
-    flags = lt.torrent_flags.seed_mode
+    atp = torrent_params(ti, info["save_path"], lt.torrent_flags.seed_mode)
+    # The default flags are paused + auto_managed: the queue would start the torrent at its next
+    # tick, and until then libtorrent refuses incoming connections. Start it now instead (or,
+    # with --paused, never: every connection is then refused).
+    atp.flags &= ~lt.torrent_flags.auto_managed
     if args.paused:
-        flags |= lt.torrent_flags.paused  # libtorrent then refuses every incoming connection
-    atp = torrent_params(ti, info["save_path"], flags)
-    atp.flags &= ~lt.torrent_flags.auto_managed  # start now, not at the queue's next tick
+        atp.flags |= lt.torrent_flags.paused
+    else:
+        atp.flags &= ~lt.torrent_flags.paused
     handle = ses.add_torrent(atp)
     # An incoming connection is refused (a FIN right after the SYN) while no torrent is active:
     # announce READY only once the torrent is really seeding.
@@ -288,7 +292,9 @@ def cmd_download(args: argparse.Namespace) -> int:
         directory = Path(tmp.name)
     ti = lt.torrent_info(args.torrent)
     ses, _ = start_session(args.port, args.host)
-    handle = ses.add_torrent(torrent_params(ti, str(directory)))
+    atp = torrent_params(ti, str(directory))
+    atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)  # start now (see cmd_seed)
+    handle = ses.add_torrent(atp)
     total = ti.total_size()
     t0 = time.monotonic()
     handle.connect_peer(peer)

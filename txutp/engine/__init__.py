@@ -26,6 +26,7 @@ from ._events import (
     Writable,
 )
 from ._ledbat import LEDBAT
+from ._mtu import DontFragment, MTUSearch
 from ._packet import Packet, PacketError, PacketType, decode_packet, encode_packet, is_utp_datagram
 from ._rtt import RTTEstimator
 from ._state import TRANSITIONS, ConnectionState, Input
@@ -47,9 +48,11 @@ __all__ = [
     "ContextStats",
     "DataReceived",
     "DelayHistory",
+    "DontFragment",
     "EndOfStream",
     "Event",
     "Input",
+    "MTUSearch",
     "Packet",
     "PacketError",
     "PacketType",

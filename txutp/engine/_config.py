@@ -58,8 +58,11 @@ class UTPConfig:
     keepalive_interval: float = 29.0
     #: Longest interval between zero-window probes (libutp probes after 15 s).
     zero_window_probe_max: float = 15.0
-    #: How long a closed connection stays to re-ACK the peer's FIN.
+    #: How long a closed connection stays to re-ACK the peer's FIN (at least 3 RTOs).
     linger_time: float = 5.0
+    #: After lingering, how long the context still re-ACKs the peer's late retransmissions
+    #: (TCP's TIME_WAIT; two maximum RTOs) instead of answering them with RESET.
+    time_wait: float = 120.0
     #: Hold back an undersized packet while another undersized one is in flight.
     nagle: bool = True
     #: Congestion controller by name (see ``register_congestion_controller``).
@@ -79,6 +82,13 @@ class UTPConfig:
     cwnd_reduce_interval: float = 0.100
     #: One-minute slots of base-delay history (libutp DELAY_BASE_HISTORY 13; libtorrent 20).
     delay_history_slots: int = 13
+    #: Path MTU discovery: probe for larger packets with don't-fragment datagrams.
+    mtu_discovery: bool = True
+    #: The smallest datagram every path carries: IPv4 576 - 28 (libtorrent 548), IPv6 1280 - 48.
+    mtu_floor_ipv4: int = 548
+    mtu_floor_ipv6: int = 1232
+    #: Search the path MTU again this long after a search ended (libutp: 30 minutes).
+    mtu_search_interval: float = 1800.0
     #: LEDBAT++ periodic slowdown: drain the queue now and then so that flows sharing a
     #: bottleneck agree on the base delay (fixes LEDBAT's latecomer unfairness; not in
     #: libutp/libtorrent, in Windows' LEDBAT++).

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._config import UTPConfig
+from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
 from ._congestion import CongestionController, create_congestion_controller
 from ._events import (
     Connected,
@@ -32,6 +32,7 @@ from ._events import (
     Event,
     Writable,
 )
+from ._mtu import DontFragment, MTUSearch
 from ._packet import (
     HEADER,
     HEADER_SIZE,
@@ -94,7 +95,7 @@ class ConnectionStats:
 class _Sent:
     """A DATA or FIN packet we sent and the peer has not acknowledged yet."""
 
-    __slots__ = ("payload", "is_fin", "sent_at", "transmissions", "sacked", "lost", "fast_resent", "tx")
+    __slots__ = ("payload", "is_fin", "sent_at", "transmissions", "sacked", "lost", "fast_resent", "tx", "probe")
 
     def __init__(self, payload: bytes, is_fin: bool, now: float) -> None:
         self.payload = payload
@@ -105,6 +106,7 @@ class _Sent:
         self.lost = False
         self.fast_resent = False
         self.tx = 0  # transmission order of the latest transmission
+        self.probe = False  # a path MTU probe whose fate is still unknown
 
 
 class UTPConnection:
@@ -136,6 +138,18 @@ class UTPConnection:
         self.state = ConnectionState.SYN_SENT if initiator else ConnectionState.SYN_RECV
         self.packet_size = config.packet_size(ipv6)
         self.mss = self.packet_size - HEADER_SIZE
+        self._mtu: MTUSearch | None = None
+        if config.mtu_discovery:
+            self._mtu = MTUSearch(
+                default=self.packet_size,
+                floor=config.mtu_floor_ipv6 if ipv6 else config.mtu_floor_ipv4,
+                ceiling=MAX_DATAGRAM_IPV6 if ipv6 else MAX_DATAGRAM_IPV4,
+                interval=config.mtu_search_interval,
+            )
+        self._probe_seq: int | None = None  # the path MTU probe in flight
+        self.mtu_probes = 0
+        #: Closed cleanly after lingering (the context keeps a TIME_WAIT record then).
+        self.lingered = False
         #: Called when the connection may have datagrams or events to collect.
         self.wakeup: Callable[[UTPConnection], None] | None = None
 
@@ -438,6 +452,7 @@ class UTPConnection:
         if state is ConnectionState.LINGER:
             if self._linger_deadline is not None and now >= self._linger_deadline:
                 self._fire(Input.LINGER_EXPIRED, now)
+                self.lingered = True
             return
         if state is ConnectionState.SYN_RECV:
             if self._handshake_deadline is not None and now >= self._handshake_deadline:
@@ -471,6 +486,16 @@ class UTPConnection:
             self._keepalive_due = True
             self._last_send = now
         self._wake()
+
+    @property
+    def final_seq_nr(self) -> int:
+        """Our next sequence number (what a STATE from us carries)."""
+        return self._seq_nr
+
+    @property
+    def final_ack_nr(self) -> int:
+        """The last in-order sequence number received from the peer."""
+        return self._ack_nr
 
     def stats(self) -> ConnectionStats:
         """Return a snapshot of this connection's counters and estimates."""
@@ -619,6 +644,8 @@ class UTPConnection:
                     continue
                 if entry.is_fin:
                     self._fin_acked = True
+                if entry.probe:
+                    self._probe_outcome(entry, True)
                 if entry.sacked:
                     continue  # already counted when selectively acknowledged
                 size = len(entry.payload)
@@ -645,8 +672,10 @@ class UTPConnection:
             if self._dup_acks == self.config.dup_ack_threshold:
                 entry = inflight.get(una)
                 if entry is not None and not entry.fast_resent:
+                    probe = entry.probe
                     self._mark_lost(una, entry, fast=True)
-                    self.cc.on_loss(now=now, rtt=self._rtt.srtt)
+                    if not probe:
+                        self.cc.on_loss(now=now, rtt=self._rtt.srtt)
         if pkt.sack is not None and inflight:
             acked_bytes += self._process_sack(pkt.ack_nr, pkt.sack, now)
         if acked_bytes:
@@ -723,6 +752,8 @@ class UTPConnection:
                             t3 = tx
                     if not entry.sacked:
                         entry.sacked = True
+                        if entry.probe:
+                            self._probe_outcome(entry, True)
                         size = len(entry.payload)
                         newly += size
                         if not entry.lost:
@@ -737,21 +768,26 @@ class UTPConnection:
         k = min(self.config.dup_ack_threshold, 3, max(1, len(inflight) - 1))
         threshold_tx = (t1, t2, t3)[k - 1]
         resent = 0
+        congestion = False
         seq = self._snd_una
         stop = (base + highest) & _M16
         while seq != stop:
             entry = inflight.get(seq)
             if entry is not None and not entry.sacked and not entry.lost and entry.tx < threshold_tx:
+                if not entry.probe:
+                    congestion = True  # a lost MTU probe is not congestion
                 self._mark_lost(seq, entry, fast=True)
                 resent += 1
                 if resent >= _MAX_SACK_RESENDS:
                     break
             seq = (seq + 1) & _M16
-        if resent:
+        if congestion:
             self.cc.on_loss(now=now, rtt=self._rtt.srtt)
         return newly
 
     def _mark_lost(self, seq: int, entry: _Sent, *, fast: bool) -> None:
+        if entry.probe:
+            self._probe_outcome(entry, False)
         if not entry.lost:
             entry.lost = True
             if not entry.sacked:
@@ -763,6 +799,45 @@ class UTPConnection:
             self._fast_credit = 1
         else:
             self._resend.append(seq)
+
+    def _probe_outcome(self, entry: _Sent, got_through: bool) -> None:
+        """A path MTU probe was acknowledged or lost; resize regular packets accordingly."""
+        entry.probe = False
+        self._probe_seq = None
+        mtu = self._mtu
+        if mtu is None:
+            return
+        size = len(entry.payload) + HEADER_SIZE
+        if got_through:
+            mtu.probe_acked(size)
+        else:
+            mtu.probe_lost(size)
+        self._set_packet_size(mtu.packet_size)
+
+    def _set_packet_size(self, size: int) -> None:
+        if size != self.packet_size:
+            self.packet_size = size
+            self.mss = size - HEADER_SIZE
+            self.cc.set_mss(self.mss)
+
+    def datagram_too_big(self, seq_nr: int, size: int, now: float) -> None:
+        """Our datagram ``seq_nr`` of ``size`` bytes was refused locally (``EMSGSIZE``).
+
+        A probe is simply lost (its retransmission goes without DF); otherwise the
+        search ceiling comes down and the packet is resent.
+        """
+        entry = self._inflight.get(seq_nr)
+        if entry is None:
+            return
+        if entry.probe:
+            self._mark_lost(seq_nr, entry, fast=True)
+        else:
+            if self._mtu is not None:
+                self._mtu.probe_lost(size)
+                self._set_packet_size(self._mtu.packet_size)
+            if not entry.lost and not entry.sacked:
+                self._mark_lost(seq_nr, entry, fast=False)
+        self._wake()
 
     def _process_data(self, pkt: Packet, now: float) -> None:
         seq = pkt.seq_nr
@@ -885,11 +960,19 @@ class UTPConnection:
             self._retransmit(seq, entry, now)
         unsent = self._unsent
         mss = self.mss
+        mtu = self._mtu
         while unsent:
             size = len(unsent)
             if size > mss:
                 size = mss
             allowed = window - self._in_flight_bytes
+            if mtu is not None and self._probe_seq is None and cwnd >= 3 * self.packet_size:
+                probe = mtu.probe_size(now)
+                if probe is not None and len(unsent) >= probe - HEADER_SIZE <= allowed:
+                    payload = bytes(unsent[: probe - HEADER_SIZE])
+                    del unsent[: probe - HEADER_SIZE]
+                    self._send_new(payload, False, now, probe=True)
+                    continue
             if allowed < size:
                 if self._in_flight_bytes > 0 or allowed <= 0:
                     if allowed <= 0 and self._in_flight_bytes == 0 and self._probe_deadline is None:
@@ -910,7 +993,7 @@ class UTPConnection:
             self._want_writable = False
             self._push_event(Writable())
 
-    def _send_new(self, payload: bytes, is_fin: bool, now: float) -> None:
+    def _send_new(self, payload: bytes, is_fin: bool, now: float, *, probe: bool = False) -> None:
         seq = self._seq_nr
         self._seq_nr = (seq + 1) & _M16
         entry = _Sent(payload, is_fin, now)
@@ -920,7 +1003,7 @@ class UTPConnection:
         self._in_flight_bytes += len(payload)
         wnd = self._receive_window()
         self._sent_window = wnd
-        self._out.append(
+        datagram = (
             _pack(
                 0x11 if is_fin else 0x01,
                 0,
@@ -933,6 +1016,12 @@ class UTPConnection:
             )
             + payload
         )
+        if probe:
+            entry.probe = True
+            self._probe_seq = seq
+            self.mtu_probes += 1
+            datagram = DontFragment(datagram)
+        self._out.append(datagram)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
         if not self._reorder:
@@ -1043,6 +1132,12 @@ class UTPConnection:
             return
         if self._timeouts >= self.config.max_retransmits:
             self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+            return
+        oldest = inflight.get(self._snd_una)
+        if oldest is not None and oldest.probe and not oldest.lost:
+            # The oldest packet is an MTU probe the path dropped: not a congestion timeout.
+            self._mark_lost(self._snd_una, oldest, fast=False)
+            self._rto_deadline = now + self._rtt.rto
             return
         self.timeout_count += 1
         self._timeouts += 1

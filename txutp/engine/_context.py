@@ -23,7 +23,7 @@ from typing import Any
 from ._config import UTPConfig
 from ._connection import UTPConnection
 from ._events import Event
-from ._packet import HEADER, ST_RESET, ST_SYN, PacketError, decode_packet
+from ._packet import HEADER, ST_DATA, ST_FIN, ST_RESET, ST_STATE, ST_SYN, Packet, PacketError, decode_packet
 from ._state import ConnectionState
 
 __all__ = ["ContextStats", "UTPContext"]
@@ -55,6 +55,10 @@ class ContextStats:
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dictionary."""
         return asdict(self)
+
+
+def ptype_is_data(ptype: int) -> bool:
+    return ptype in (ST_DATA, ST_FIN)
 
 
 def _is_ipv6(addr: Any) -> bool:
@@ -94,6 +98,8 @@ class UTPContext:
         self._reset_tokens = self.config.reset_rate
         self._reset_clock: float | None = None
         self._reset_memory: dict[tuple[Any, int, int], float] = {}
+        #: Cleanly closed connections: (addr, recv_id) -> (send_id, seq_nr, ack_nr, expiry).
+        self._closed: dict[tuple[Any, int], tuple[int, int, int, float]] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -123,7 +129,7 @@ class UTPContext:
         self.connections[(conn.peer_addr, conn.recv_id)] = conn
         conn.wakeup = self._wake
         self._wake(conn)
-        self._after_activity(conn)
+        self._after_activity(conn, now)
 
     def _wake(self, conn: UTPConnection) -> None:
         self._needs_output[conn] = None
@@ -162,7 +168,7 @@ class UTPContext:
                     break
         if conn is None:
             stats.unknown_connection += 1
-            if ptype != ST_RESET:
+            if ptype != ST_RESET and not self._answer_closed(pkt, addr, now):
                 self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return True
         conn.receive_packet(pkt, now)
@@ -197,6 +203,43 @@ class UTPContext:
         self.stats.syns_accepted += 1
         self._attach(conn, now)
 
+    def _answer_closed(self, pkt: Packet, addr: Any, now: float) -> bool:
+        """A late packet of a connection closed cleanly: re-ACK it if we had it; True if handled."""
+        closed = self._closed
+        while closed:  # expire the oldest records first
+            oldest = next(iter(closed))
+            if closed[oldest][3] > now:
+                break
+            del closed[oldest]
+        record = closed.get((addr, pkt.connection_id))
+        if record is None:
+            return False
+        send_id, seq_nr, ack_nr, _ = record
+        if ptype_is_data(pkt.type) and ((ack_nr - pkt.seq_nr) & _M16) < 0x8000:
+            if self._take_reply_token(now):
+                self._out.append(
+                    (
+                        HEADER.pack(
+                            (ST_STATE << 4) | 1, 0, send_id, int(now * 1_000_000) & 0xFFFFFFFF, 0, 0, seq_nr, ack_nr
+                        ),
+                        addr,
+                    )
+                )
+            return True
+        return pkt.type == ST_STATE  # its ACKs and keep-alives need no answer; anything new gets a RESET
+
+    def _take_reply_token(self, now: float) -> bool:
+        """The token bucket shared by RESETs and TIME_WAIT ACKs."""
+        if self._reset_clock is not None:
+            self._reset_tokens = min(
+                self.config.reset_rate, self._reset_tokens + (now - self._reset_clock) * self.config.reset_rate
+            )
+        self._reset_clock = now
+        if self._reset_tokens < 1:
+            return False
+        self._reset_tokens -= 1
+        return True
+
     def _reply_reset(self, conn_id: int, seq_nr: int, addr: Any, now: float) -> None:
         """RESET for a packet of an unknown connection: one per (addr, id, seq), rate-limited."""
         key = (addr, conn_id, seq_nr)
@@ -205,15 +248,9 @@ class UTPContext:
         if seen is not None and now - seen < _RESET_MEMORY:
             self.stats.resets_suppressed += 1
             return
-        if self._reset_clock is not None:
-            self._reset_tokens = min(
-                self.config.reset_rate, self._reset_tokens + (now - self._reset_clock) * self.config.reset_rate
-            )
-        self._reset_clock = now
-        if self._reset_tokens < 1:
+        if not self._take_reply_token(now):
             self.stats.resets_suppressed += 1
             return
-        self._reset_tokens -= 1
         if len(memory) >= _RESET_MEMORY_SIZE:
             for k in [k for k, t in memory.items() if now - t >= _RESET_MEMORY] or [next(iter(memory))]:
                 del memory[k]
@@ -234,6 +271,21 @@ class UTPContext:
                 addr,
             )
         )
+
+    def datagram_too_big(self, data: bytes, addr: Any, now: float) -> None:
+        """Sending ``data`` (one of ours) to ``addr`` failed with ``EMSGSIZE``.
+
+        The I/O layer calls this; a path MTU probe then counts as lost, and a
+        regular packet is resent after the packet size comes down.
+        """
+        if len(data) < 20:
+            return
+        _, _, send_id, _, _, _, seq_nr, _ = HEADER.unpack_from(data)
+        for recv_id in ((send_id - 1) & _M16, (send_id + 1) & _M16):
+            conn = self.connections.get((addr, recv_id))
+            if conn is not None and conn.send_id == send_id:
+                conn.datagram_too_big(seq_nr, len(data), now)
+                return
 
     # ------------------------------------------------------------------ output
 
@@ -264,12 +316,12 @@ class UTPContext:
                 addr = conn.peer_addr
                 for data in conn.datagrams_to_send(now):
                     out.append((data, addr))
-                self._after_activity(conn)
+                self._after_activity(conn, now)
         return out
 
-    def _after_activity(self, conn: UTPConnection) -> None:
+    def _after_activity(self, conn: UTPConnection, now: float) -> None:
         if conn.state is ConnectionState.CLOSED:
-            self._forget(conn)
+            self._forget(conn, now)
             return
         deadline = conn.get_timer()
         if deadline is None:
@@ -280,10 +332,16 @@ class UTPContext:
             self._timer_seq += 1
             heapq.heappush(self._timers, (deadline, self._timer_seq, conn))
 
-    def _forget(self, conn: UTPConnection) -> None:
+    def _forget(self, conn: UTPConnection, now: float) -> None:
         key = (conn.peer_addr, conn.recv_id)
         if self.connections.get(key) is conn:
             del self.connections[key]
+            if conn.lingered:
+                # TIME_WAIT: remember enough to re-ACK the peer's late retransmissions.
+                closed = self._closed
+                closed[key] = (conn.send_id, conn.final_seq_nr, conn.final_ack_nr, now + self.config.time_wait)
+                while len(closed) > self.config.max_connections:
+                    del closed[next(iter(closed))]
         self._registered.pop(conn, None)
 
     def get_timer(self) -> float | None:
@@ -308,7 +366,7 @@ class UTPContext:
             del registered[conn]
             conn.handle_timer(now)
             self._wake(conn)
-            self._after_activity(conn)
+            self._after_activity(conn, now)
 
     @property
     def half_open(self) -> int:
