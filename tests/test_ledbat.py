@@ -260,3 +260,22 @@ def test_window_never_exceeds_the_peers_advertised_window() -> None:
             peer_window=50_000,
         )
     assert cc.cwnd == 50_000
+
+
+def test_statistics_are_readable_at_any_time() -> None:
+    flows = Flows([UTPConfig()], seed=6)
+    conn = flows.conns[0]
+    first = conn.stats()
+    assert first.state == "SYN_SENT" and first.rtt is None and first.current_delay_us is None
+    flows.run(40, step=1.0)
+    st = conn.stats()
+    assert st.state == "CONNECTED"
+    assert st.rtt is not None and 0.02 <= st.rtt <= 0.2
+    assert st.rto >= 0.5
+    assert st.current_delay_us is not None and 75_000 <= st.current_delay_us <= 125_000
+    assert st.base_delay_us is not None
+    assert st.mtu == 1458 and st.mtu_probes >= 1  # no MTU limit on this path: the search went up
+    assert st.bytes_sent >= flows.received(flows.senders[0]) > 40 * RATE * 0.8
+    assert st.packets_sent > 0 and st.packets_received > 0
+    assert st.cwnd >= st.mtu
+    assert st.congestion["slowdowns"] >= 1

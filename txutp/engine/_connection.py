@@ -71,14 +71,18 @@ _READING = frozenset({ConnectionState.CONNECTED, ConnectionState.FIN_SENT})
 
 @dataclass(frozen=True)
 class ConnectionStats:
-    """A snapshot of one connection's counters and estimates."""
+    """A snapshot of one connection's counters and estimates (times in seconds)."""
 
     state: str
+    #: Smoothed round-trip time, ``None`` before the first sample.
     rtt: float | None
     rto: float
+    #: Congestion window and the peer's advertised window, in bytes.
     cwnd: int
     peer_window: int
+    #: UDP payload size of a full packet now (path MTU discovery moves it).
     mtu: int
+    mtu_probes: int
     bytes_sent: int
     bytes_received: int
     packets_sent: int
@@ -88,8 +92,17 @@ class ConnectionStats:
     timeouts: int
     duplicate_packets: int
     dropped_packets: int
-    delay_us: int | None
+    #: Queueing delay our packets meet (one-way delay above the base delay), µs, as the
+    #: congestion controller filters it; ``None`` before the first sample.
+    current_delay_us: int | None
+    #: The base one-way delay as measured (raw µs, clock offset included).
+    base_delay_us: int | None
+    #: Controller-specific figures (ssthresh, slow start, slowdowns for LEDBAT).
     congestion: dict[str, float]
+
+
+def _optional_int(value: float | None) -> int | None:
+    return None if value is None or value < 0 else int(value)
 
 
 class _Sent:
@@ -499,6 +512,7 @@ class UTPConnection:
 
     def stats(self) -> ConnectionStats:
         """Return a snapshot of this connection's counters and estimates."""
+        congestion = self.cc.stats()
         return ConnectionStats(
             state=self.state.value,
             rtt=self._rtt.srtt,
@@ -506,6 +520,7 @@ class UTPConnection:
             cwnd=self.cc.cwnd,
             peer_window=self._peer_wnd,
             mtu=self.packet_size,
+            mtu_probes=self.mtu_probes,
             bytes_sent=self.bytes_sent,
             bytes_received=self.bytes_received,
             packets_sent=self.packets_sent,
@@ -515,8 +530,9 @@ class UTPConnection:
             timeouts=self.timeout_count,
             duplicate_packets=self.duplicate_packets,
             dropped_packets=self.dropped_packets,
-            delay_us=self._last_delay_sample,
-            congestion=self.cc.stats(),
+            current_delay_us=_optional_int(congestion.get("current_delay_us")),
+            base_delay_us=_optional_int(congestion.get("base_delay_us")),
+            congestion=congestion,
         )
 
     # ------------------------------------------------------------------ receiving
