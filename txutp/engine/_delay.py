@@ -29,7 +29,7 @@ def _less(a: int, b: int) -> bool:
 class DelayHistory:
     """Base delay over a sliding history of minute slots, and the filtered current delay."""
 
-    __slots__ = ("_slots", "_slot_seconds", "_history", "_slot_started", "_base", "_recent", "_count")
+    __slots__ = ("_slots", "_slot_seconds", "_history", "_history_min", "_slot_started", "_base", "_recent", "_count")
 
     def __init__(self, slots: int = 13, slot_seconds: float = 60.0) -> None:
         if slots < 1:
@@ -37,6 +37,7 @@ class DelayHistory:
         self._slots = slots
         self._slot_seconds = slot_seconds
         self._history: list[int] = []  # the minimum of each finished slot, oldest first
+        self._history_min: int | None = None  # the minimum of _history, kept up to date
         self._slot_started: float | None = None
         self._base: int | None = None  # minimum of the current slot
         self._recent: list[int] = []  # the last 3 delays above base
@@ -48,9 +49,9 @@ class DelayHistory:
         base = self._base
         if base is None:
             return None
-        for value in self._history:
-            if _less(value, base):
-                base = value
+        low = self._history_min
+        if low is not None and _less(low, base):
+            return low
         return base
 
     @property
@@ -69,12 +70,15 @@ class DelayHistory:
             if self._base is not None:
                 self._history.append(self._base)
             del self._history[: max(0, len(self._history) - (self._slots - 1))]
+            self._history_min = self._minimum(self._history)
             self._slot_started = now
             self._base = None
         if self._base is None or _less(sample, self._base):
             self._base = sample
-        base = self.base
-        assert base is not None
+        base = self._base
+        low = self._history_min
+        if low is not None and _less(low, base):
+            base = low
         delay = (sample - base) & _M32
         if delay >= _HALF:  # cannot happen after the update above, but never trust arithmetic on peer data
             delay = 0
@@ -83,6 +87,14 @@ class DelayHistory:
         if len(recent) > 3:
             del recent[0]
         return delay
+
+    @staticmethod
+    def _minimum(values: list[int]) -> int | None:
+        low = None
+        for value in values:
+            if low is None or _less(value, low):
+                low = value
+        return low
 
     @property
     def current(self) -> int | None:
@@ -96,4 +108,5 @@ class DelayHistory:
         if self._base is not None:
             self._base = (self._base + delta) & _M32
         self._history = [(v + delta) & _M32 for v in self._history]
+        self._history_min = self._minimum(self._history)
         self._recent = [max(0, d - delta) for d in self._recent]
