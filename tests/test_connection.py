@@ -307,3 +307,18 @@ def test_time_wait_reacks_late_retransmissions_after_linger() -> None:
     p.b.receive_datagram(sent[1], A, p.now)
     [reset] = p.out_b()
     assert fields(reset)[0] == 0x31
+
+
+def test_abort_while_lingering_reports_nothing_more() -> None:
+    from txutp.engine import ConnectionClosed
+
+    p = Pair()
+    p.client.close(p.now)
+    p.to_b(p.out_a())
+    p.server.close(p.now)
+    p.to_a(p.out_b())
+    p.to_b(p.out_a())
+    assert [e for _, e in drain(p.a)] == [ConnectionClosed()]
+    assert p.client.state.value == "LINGER"
+    p.client.abort(p.now)
+    assert drain(p.a) == []

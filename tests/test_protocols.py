@@ -28,7 +28,16 @@ from zope.interface import implementer
 from txutp import UTPClientEndpoint, UTPServerEndpoint
 from txutp.engine import UTPConfig
 
-from .twisted_helpers import FAST, Collector, closeAllSockets, echoFactory, ourDelayedCalls, sleep, waitForAllClosed
+from .twisted_helpers import (
+    FAST,
+    Collector,
+    closeAllSockets,
+    echoFactory,
+    ourDelayedCalls,
+    sleep,
+    tempDir,
+    waitForAllClosed,
+)
 
 
 class ProtocolTestCase(TestCase):
@@ -138,8 +147,7 @@ class ProtocolTests(ProtocolTestCase):
         client.transport.loseConnection()
 
     async def test_web_with_agent(self) -> None:
-        root = FilePath(self.mktemp())
-        root.makedirs()
+        root = tempDir(self)
         body = os.urandom(300_000)
         root.child("blob.bin").setContent(body)
         root.child("index.html").setContent(b"<h1>hello over uTP</h1>")
@@ -158,7 +166,7 @@ class ProtocolTests(ProtocolTestCase):
     async def test_tls(self) -> None:
         from twisted.internet import ssl
 
-        certs = FilePath(self.mktemp())
+        certs = tempDir(self)
         certPEM, keyPEM = _selfSignedCertificate(certs)
         serverOptions = ssl.PrivateCertificate.loadPEM(keyPEM + certPEM).options()
         port = await wrapServerTLS(serverOptions, UTPServerEndpoint(reactor, 0, "127.0.0.1", FAST)).listen(
@@ -179,14 +187,14 @@ class ProtocolTests(ProtocolTestCase):
     async def test_tls_rejects_an_untrusted_server(self) -> None:
         from twisted.internet import ssl
 
-        certs = FilePath(self.mktemp())
+        certs = tempDir(self)
         certPEM, keyPEM = _selfSignedCertificate(certs)
         serverOptions = ssl.PrivateCertificate.loadPEM(keyPEM + certPEM).options()
         port = await wrapServerTLS(serverOptions, UTPServerEndpoint(reactor, 0, "127.0.0.1", FAST)).listen(
             echoFactory()
         )
         p = port.getHost().port
-        other = FilePath(self.mktemp())
+        other = tempDir(self)
         _selfSignedCertificate(other)  # a different CA
         client = await clientFromString(
             reactor, rf"tls:localhost:{p}:trustRoots={other.path}:endpoint=utp\:127.0.0.1\:{p}"
@@ -265,6 +273,9 @@ class BulkTests(ProtocolTestCase):
         while len(port.multiplexer.connections()) < 500:  # the last confirmations are on their way
             await sleep(0.01)
         self.assertEqual(len(port.multiplexer.connections()), 500)
+        # One timer per socket, whatever the number of connections.
+        timers = [c for c in reactor.getDelayedCalls() if "_timerFired" in repr(c)]
+        self.assertLessEqual(len(timers), 2)
         for client in clients:
             client.transport.write(client.payload)
         reasons = await gatherResults([c.lost for c in clients])
@@ -309,6 +320,8 @@ class RobustnessTests(ProtocolTestCase):
         self.assertEqual(bytes(client.data), payload)
         stats = port.multiplexer.stats
         self.assertGreaterEqual(stats.garbage_dropped, 900)
+        # Datagrams are handled in read batches, one flush per batch.
+        self.assertLess(stats.batches, stats.datagrams_received / 2)
         self.assertGreaterEqual(port.multiplexer.context.stats.unknown_connection, 500)
         client.transport.loseConnection()
         reason = await client.lost
@@ -335,11 +348,13 @@ class RobustnessTests(ProtocolTestCase):
             await sleep(0.01)
         reply = await _recv(sock)
         self.assertTrue(reply.startswith(b"pong:d1:ad2:id"))
-        self.assertEqual(len(received), 1)
-        self.assertEqual(port.multiplexer.stats.other_protocol, 1)
-        self.assertIs(dht.transport.getHost(), None) if False else self.assertEqual(
-            dht.transport.getHost().port, port.getHost().port
-        )
+        big = b"B" * 60_000  # datagrams are read up to 65 535 bytes
+        sock.sendto(big, ("127.0.0.1", port.getHost().port))
+        self.assertEqual(await _recv(sock), b"pong:" + big)
+        self.assertEqual([len(data) for data, _ in received], [len(reply) - 5, 60_000])
+        self.assertEqual(received[0][1], sock.getsockname())
+        self.assertEqual(port.multiplexer.stats.other_protocol, 2)
+        self.assertEqual(dht.transport.getHost().port, port.getHost().port)
         client.transport.loseConnection()
         await client.lost
 
@@ -451,11 +466,23 @@ class RobustnessTests(ProtocolTestCase):
 
     async def test_reactor_shutdown_style_close_loses_connections(self) -> None:
         """Closing the socket under live connections ends them with ConnectionLost and leaves nothing behind."""
-        port = await self.listen(echoFactory())
+        from txutp.transport import UTPConnectionReset
+
+        servers: list[Collector] = []
+
+        class Server(Collector):
+            def connectionMade(self) -> None:
+                servers.append(self)
+                self.transport.write(b"hi")
+
+        port = await self.listen(Factory.forProtocol(Server))
         client = await self.connect(port, Factory.forProtocol(Collector))
+        while bytes(client.data) != b"hi":
+            await sleep(0.01)
         await port.multiplexer.closeNow()
-        await client.transport._mux.closeNow()
-        self.assertIsInstance(await client.lost, error.ConnectionLost)
+        self.assertIsInstance(await servers[0].lost, error.ConnectionLost)
+        # The server's socket reset its connections on the way out: the client learns at once.
+        self.assertIsInstance(await client.lost, UTPConnectionReset)
         await waitForAllClosed()
         self.assertEqual(ourDelayedCalls(), [])
 
@@ -478,3 +505,97 @@ def _recv(sock: socket.socket) -> Deferred[bytes]:
 
     poll(0)
     return result
+
+
+class PathMTUTests(ProtocolTestCase):
+    async def test_probes_carry_dont_fragment_and_emsgsize_reaches_the_engine(self) -> None:
+        from txutp._multiplexer import _IP_MTU_DISCOVER, _PMTUDISC_DO, _PMTUDISC_DONT
+        from txutp.engine import DontFragment
+
+        port = await self.listen(echoFactory())
+        client = await self.connect(port, Factory.forProtocol(Collector))
+        mux = client.transport._mux
+        sock = mux.port.socket
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER), _PMTUDISC_DONT)
+        realWrite = mux.port.write
+        modes: list[tuple[bool, int]] = []
+        tooBig: list[int] = []
+
+        def recordingWrite(data, addr):
+            modes.append((isinstance(data, DontFragment), sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER)))
+            if isinstance(data, DontFragment) and len(tooBig) < 2:
+                tooBig.append(len(data))
+                raise error.MessageLengthError("message too long")
+            return realWrite(data, addr)
+
+        mux.port.write = recordingWrite
+        payload = os.urandom(2 * 1024 * 1024)
+        client.transport.write(payload)
+        while len(client.data) < len(payload):
+            await sleep(0.02)
+        self.assertEqual(bytes(client.data), payload)
+        self.assertTrue(any(df for df, _ in modes), "no path MTU probe was sent")
+        for df, mode in modes:
+            self.assertEqual(mode, _PMTUDISC_DO if df else _PMTUDISC_DONT)
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER), _PMTUDISC_DONT)
+        self.assertEqual(len(tooBig), 2)
+        self.assertGreaterEqual(mux.stats.send_errors, 2)
+        # The refused sizes became the ceiling of the search.
+        self.assertLess(client.transport.stats().mtu, max(tooBig))
+        client.transport.loseConnection()
+        await client.lost
+
+
+class TransportBehaviourTests(ProtocolTestCase):
+    async def test_paused_transport_delivers_nothing_until_resumed(self) -> None:
+        servers: list[Collector] = []
+
+        class Paused(Collector):
+            def connectionMade(self) -> None:
+                servers.append(self)
+                self.transport.pauseProducing()
+
+        port = await self.listen(Factory.forProtocol(Paused))
+        client = await self.connect(port, Factory.forProtocol(Collector))
+        payload = os.urandom(3 * 1024 * 1024)  # more than the 1 MiB receive window
+        client.transport.write(payload)
+        client.transport.loseConnection()
+        await sleep(0.4)
+        self.assertEqual(bytes(servers[0].data), b"")
+        self.assertFalse(client.lost.called)  # the sender is stuck on our closed window, not done
+        servers[0].transport.resumeProducing()
+        self.assertIsInstance(await servers[0].lost, error.ConnectionDone)
+        self.assertEqual(bytes(servers[0].data), payload)
+        self.assertIsInstance(await client.lost, error.ConnectionDone)
+
+    async def test_producer_registration_rules(self) -> None:
+        from twisted.internet.interfaces import IPushProducer
+
+        @implementer(IPushProducer)
+        class Producer:
+            def __init__(self) -> None:
+                self.calls: list[str] = []
+
+            def pauseProducing(self) -> None:
+                self.calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                self.calls.append("resume")
+
+            def stopProducing(self) -> None:
+                self.calls.append("stop")
+
+        port = await self.listen(echoFactory())
+        client = await self.connect(port, Factory.forProtocol(Collector))
+        first, second = Producer(), Producer()
+        client.transport.registerProducer(first, True)
+        with self.assertRaises(RuntimeError):
+            client.transport.registerProducer(second, True)
+        client.transport.loseConnection()  # an unpaused streaming producer does not hold the close
+        await client.lost
+        self.assertEqual(first.calls, ["stop"])
+        late = Producer()
+        client.transport.registerProducer(late, True)
+        self.assertEqual(late.calls, ["stop"])
+        client.transport.write(b"after the end")  # a no-op, no error
+        client.transport.writeSequence([b"also", b"ignored"])

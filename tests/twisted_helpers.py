@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.python.filepath import FilePath
 
 from txutp import UTPConfig
 from txutp._multiplexer import activeMultiplexers
 
 #: Short RTO floor and no extra linger: sockets close within ~0.6 s of their last connection.
 FAST = dataclasses.replace(UTPConfig(), min_rto=0.2, linger_time=0.0)
+
+
+def tempDir(testCase: object) -> FilePath:
+    """A fresh temporary directory, removed after the test (``mktemp`` litters the cwd under pytest)."""
+    path = tempfile.mkdtemp(prefix="txutp-test-")
+    testCase.addCleanup(shutil.rmtree, path, True)  # type: ignore[attr-defined]
+    return FilePath(path)
 
 
 def sleep(seconds: float) -> Deferred[None]:

@@ -2,12 +2,13 @@
 
 :class:`UTPMultiplexer` is a :class:`~twisted.internet.protocol.DatagramProtocol`.
 It feeds every datagram to the sans-IO context, then *flushes* once per read
-batch (``callLater(0)`` from ``datagramReceived``, so every datagram one
-``doRead`` call delivers is handled before the single flush): it drains events
+batch: on POSIX reactors its port (:class:`_BatchingPort`) reports the end of
+each ``doRead`` (which reads up to 256 KiB of datagrams), elsewhere a
+``callLater(0)`` scheduled by ``datagramReceived`` does. A flush drains events
 into the connections' transports, sends the datagrams due, and re-arms one
 reactor timer at the context's earliest deadline. Application calls on a
-transport schedule the same flush, so everything a reactor turn asks for leaves
-once (ACK coalescing, as libutp's ``utp_issue_deferred_acks``).
+transport schedule the same flush with ``callLater(0)``, so everything a reactor
+turn asks for leaves once (ACK coalescing, as libutp's ``utp_issue_deferred_acks``).
 
 Multiplexers are shared through a registry of ports per reactor, keyed by
 ``(interface, port)``, so a server and clients that bind its port use one
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,7 @@ from .engine import (
     ConnectionState,
     ConnectionTerminated,
     ConnectionTimedOut,
+    DontFragment,
     Event,
     UTPConfig,
     UTPConnection,
@@ -56,6 +59,12 @@ Address = tuple[str, int]
 SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
 #: Largest datagram read; uTP never sends more than 1472 bytes, but the user protocol might.
 MAX_PACKET_SIZE = 65535
+
+# Linux <linux/in.h>, <linux/in6.h>: per-socket path MTU discovery mode (not exported by the socket module).
+_IP_MTU_DISCOVER = 10
+_IPV6_MTU_DISCOVER = 23
+_PMTUDISC_DONT = 0
+_PMTUDISC_DO = 2
 
 _log = Logger()
 
@@ -146,6 +155,10 @@ class UTPMultiplexer(DatagramProtocol):
 
     noisy = False
 
+    def logPrefix(self) -> str:
+        """``uTP``: the UDP port logs as ``uTP starting on 6881``, ``[uTP (UDP)] ...``."""
+        return "uTP"
+
     def __init__(
         self, reactor: Reactor, config: UTPConfig | None = None, *, datagramProtocol: DatagramProtocol | None = None
     ) -> None:
@@ -173,6 +186,7 @@ class UTPMultiplexer(DatagramProtocol):
         self._whenClosed: list[Deferred[None]] = []
         self._batching = False
         self._readPending = False
+        self._dfLevels: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ port lifecycle
 
@@ -192,6 +206,7 @@ class UTPMultiplexer(DatagramProtocol):
         else:  # pragma: no cover - IOCP
             self.port = self.reactor.listenUDP(port, self, interface=interface, maxPacketSize=MAX_PACKET_SIZE)
         self._raiseSocketBuffers()
+        self._setupDontFragment()
 
     def _raiseSocketBuffers(self) -> None:
         sock = getattr(self.port, "socket", None)
@@ -218,7 +233,19 @@ class UTPMultiplexer(DatagramProtocol):
             self.datagramProtocol.makeConnection(_SharedDatagramTransport(self))  # type: ignore[arg-type]
 
     def stopProtocol(self) -> None:
-        """The socket is gone (we closed it, or the reactor shut down): end everything at once."""
+        """The socket is going (we close it, or the reactor shuts down): end everything at once.
+
+        Live connections are reset (their RESETs still leave: the socket closes
+        right after this returns), so peers learn at once rather than time out.
+        """
+        now = self.reactor.seconds()
+        for conn in list(self.context.connections.values()):
+            conn.abort(now)
+        port = self.port
+        if port is not None and getattr(port, "socket", None) is not None:
+            for data, addr in self.context.datagrams_to_send(now):
+                with contextlib.suppress(Exception):
+                    port.write(data, addr)
         self._closed = True
         self._unregister()
         for call in (self._flushCall, self._timerCall):
@@ -226,7 +253,6 @@ class UTPMultiplexer(DatagramProtocol):
                 call.cancel()
         self._flushCall = self._timerCall = None
         self._timerAt = None
-        now = self.reactor.seconds()
         for conn, pending in list(self._connecting.items()):
             del self._connecting[conn]
             self._failPending(pending, Failure(error.ConnectError("the uTP socket was closed")))
@@ -275,7 +301,7 @@ class UTPMultiplexer(DatagramProtocol):
         return _makeAddress(addr.host, addr.port)
 
     def hold(self) -> None:
-        """Keep the socket open until :meth:`release` (used while a client resolves a name)."""
+        """Keep the socket open until :meth:`release` (while a listen or connect is being set up)."""
         self._holds += 1
 
     def release(self) -> None:
@@ -535,13 +561,47 @@ class UTPMultiplexer(DatagramProtocol):
         port = self.port
         if port is None or self._closed:
             return
+        dontFragment = isinstance(data, DontFragment) and self._dfLevels
         try:
-            port.write(data, addr)
-        except (OSError, error.MessageLengthError, error.InvalidAddressError):
+            if dontFragment:
+                self._setDontFragment(True)
+            try:
+                port.write(data, addr)
+            finally:
+                if dontFragment:
+                    self._setDontFragment(False)
+        except error.MessageLengthError:
+            # EMSGSIZE: bigger than the path MTU the kernel knows (a DF probe, usually).
+            self.stats.send_errors += 1
+            self.context.datagram_too_big(data, addr, self.reactor.seconds())
+            return
+        except (OSError, error.InvalidAddressError):
             self.stats.send_errors += 1  # EAGAIN, ENOBUFS, ECONNREFUSED, ...: the datagram is lost
             return
         self.stats.datagrams_sent += 1
         self.stats.bytes_sent += len(data)
+
+    def _setupDontFragment(self) -> None:
+        """Send without DF by default (IP may fragment); DF only for the engine's path MTU probes (Linux)."""
+        sock = getattr(self.port, "socket", None)
+        if sock is None or not sys.platform.startswith("linux"):
+            return
+        levels = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER)]
+        if sock.family == socket.AF_INET6:
+            levels.append((socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER))
+        try:
+            for level, option in levels:
+                sock.setsockopt(level, option, _PMTUDISC_DONT)
+        except OSError:  # pragma: no cover - kernels without the option
+            return
+        self._dfLevels = levels
+
+    def _setDontFragment(self, on: bool) -> None:
+        sock = self.port.socket
+        value = _PMTUDISC_DO if on else _PMTUDISC_DONT
+        for level, option in self._dfLevels:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
 
     # ------------------------------------------------------------------ events
 

@@ -18,7 +18,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint, ITransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -121,7 +121,7 @@ class _ForwardingProtocol(Protocol):
         if self.readClosed and self.writeClosed and self.transport is not None:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         peer, self.peer = self.peer, None
         if peer is not None and peer.transport is not None:
             peer.peer = None
@@ -162,7 +162,7 @@ class _InboundProtocol(_ForwardingProtocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         connecting = getattr(self, "_connecting", None)
         if connecting is not None:
             self._connecting = None

@@ -1186,7 +1186,9 @@ class UTPConnection:
             self._push_event(ConnectionClosed())
 
     def _terminate(self, reason: Input, event: Event, now: float) -> None:
-        announced = self.state is not ConnectionState.SYN_RECV  # the application never saw it otherwise
+        # Nothing to report for a connection the application never saw (SYN_RECV) or
+        # whose end it already heard of (LINGER follows ConnectionClosed).
+        announced = self.state is not ConnectionState.SYN_RECV and self.state is not ConnectionState.LINGER
         self._fire(reason, now)
         self._inflight.clear()
         self._resend.clear()
