@@ -322,3 +322,73 @@ def test_abort_while_lingering_reports_nothing_more() -> None:
     assert p.client.state.value == "LINGER"
     p.client.abort(p.now)
     assert drain(p.a) == []
+
+
+# --------------------------------------------------------------------------- interop quirks
+
+
+def test_fin_instead_of_syn_ack_opens_and_ends_the_connection() -> None:
+    """libtorrent answers a SYN for a torrent it will not serve with a FIN (no SYN-ACK)."""
+    from txutp.engine import EndOfStream
+
+    ctx = UTPContext(random_bits=ScriptedBits([0x3000, 900]))
+    ctx.connect(B, 0.0)
+    ctx.datagrams_to_send(0.0)
+    ctx.receive_datagram(header(0x11, 0x3000, 4444, 900), B, 0.05)
+    assert [e for _, e in drain(ctx)] == [Connected(), EndOfStream()]
+    acks = [fields(d) for d, _ in ctx.datagrams_to_send(0.05)]
+    assert acks and all(f[0] == 0x21 and f[7] == 4444 for f in acks)  # the FIN is acknowledged at once
+
+
+def test_acks_after_our_fin_come_in_both_numberings() -> None:
+    """libtorrent drops packets numbered past our FIN; libutp expects FIN + 1: we send both."""
+    p = Pair()
+    p.client.shutdown_write(p.now)
+    [fin] = p.out_a()
+    fin_seq = decode_packet(fin).seq_nr
+    p.server.send(b"reply", p.now)
+    p.to_a(p.out_b())
+    states = [fields(d) for d in p.out_a() if d[0] == 0x21]
+    assert sorted(f[6] for f in states) == sorted([fin_seq, (fin_seq + 1) & 0xFFFF])
+    assert len({f[7] for f in states}) == 1  # the same ACK
+
+
+def test_a_keep_alive_confirms_a_libutp_client_that_never_sends() -> None:
+    """A libutp client sends nothing after the SYN-ACK until data or its 29 s keep-alive."""
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([4321]))
+    ctx.receive_datagram(header(0x41, 0x0100, 5000, 0), A, 0.0)
+    ctx.datagrams_to_send(0.0)
+    assert drain(ctx) == []
+    keepalive = header(0x21, 0x0101, 5001, 4321 - 2)  # libutp: its ack_nr (ISN - 1) minus one
+    ctx.receive_datagram(keepalive, A, 29.0)
+    assert [e for _, e in drain(ctx)] == [Connected()]
+
+
+def test_dup_acks_resend_the_oldest_again_when_its_retransmission_is_lost() -> None:
+    p = Pair()
+    p.client.send(_payloads(6), p.now)
+    sent = p.out_a()
+    first = decode_packet(sent[0]).seq_nr
+    dup = header(0x21, p.client.recv_id, p.server._seq_nr, (first - 1) & 0xFFFF)  # no SACK: libutp-like
+    p.now = 0.05
+    p.to_a([dup, dup, dup])
+    assert [decode_packet(d).seq_nr for d in p.out_a()] == [first]
+    p.now = 0.06
+    p.to_a([dup])  # more duplicates right away: the retransmission may still be in flight
+    assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01] == []
+    p.now = 0.06 + 2 * (p.client._rtt.srtt or 1.0)
+    p.to_a([dup])  # still duplicates more than an RTT later: it was lost too
+    assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01] == [first]
+
+
+def test_long_batches_are_acknowledged_every_few_packets() -> None:
+    p = Pair()
+    p.client.cc.cwnd = 100 * 1382
+    p.client.send(_payloads(20), p.now)
+    data = p.out_a()
+    assert len(data) == 20
+    p.to_b(data)
+    acks = [decode_packet(d).ack_nr for d in p.out_b()]
+    seqs = [decode_packet(d).seq_nr for d in data]
+    every = p.b.config.ack_every_packets
+    assert acks == [seqs[every - 1], seqs[2 * every - 1], seqs[-1]]

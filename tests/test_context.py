@@ -104,13 +104,13 @@ SYN_SEQ = 500  # the initiator's ISN
 ISN = 1000  # our (acceptor) ISN, scripted
 
 
-def established(isn: int = ISN, syn_id: int = SYN_ID, syn_seq: int = SYN_SEQ):
+def established(isn: int = ISN, syn_id: int = SYN_ID, syn_seq: int = SYN_SEQ, config: UTPConfig | None = None):
     """An accepting context with one CONNECTED connection from ``PEER``, set up by hand.
 
     The peer's SYN is accepted (we draw ``isn``), then the peer proves it saw our
     SYN-ACK with a DATA whose ack_nr is ``isn - 1``.
     """
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(isn))
+    ctx = UTPContext(config, accepting=True, random_bits=ScriptedBits(isn))
     assert ctx.receive_datagram(pkt(SYN, syn_id, syn_seq, 0), PEER, 0.0)
     [(synack, addr)] = sent(ctx, 0.0)
     assert addr == PEER
@@ -339,19 +339,22 @@ def test_refusing_context_ends_the_connect_with_refused_reset():
 
 def test_backlog_limits_half_open_connections():
     config = UTPConfig(backlog=2)
-    bits = ScriptedBits(1111, 2222)  # one ISN per accepted SYN, and no more
+    bits = ScriptedBits(1111, 2222, 3333)  # one ISN per accepted SYN, and no more
     ctx = UTPContext(config, accepting=True, random_bits=bits)
     for cid in (10, 20, 30):
         assert ctx.receive_datagram(pkt(SYN, cid, cid * 100, 0), PEER, 0.0) is True
     out = sent(ctx, 0.0)
+    # The third SYN found the backlog full: the oldest unconfirmed connection made room,
+    # silently (its SYN-ACK had not even left yet).
     assert [(p.type, p.connection_id, p.seq_nr, p.ack_nr) for p, _ in out] == [
-        (ST_STATE, 10, 1111, 1000),
         (ST_STATE, 20, 2222, 2000),
+        (ST_STATE, 30, 3333, 3000),
     ]
     assert ctx.half_open == 2
-    assert set(ctx.connections) == {(PEER, 11), (PEER, 21)}
-    assert ctx.stats.syns_accepted == 2
-    assert ctx.stats.syns_refused == 1
+    assert set(ctx.connections) == {(PEER, 21), (PEER, 31)}
+    assert ctx.stats.syns_accepted == 3
+    assert ctx.stats.half_open_evicted == 1
+    assert ctx.stats.syns_refused == 0
     assert ctx.next_event() is None  # an unconfirmed connection is not reported
 
     # Nobody confirms: the half-open connections vanish silently.
@@ -362,13 +365,12 @@ def test_backlog_limits_half_open_connections():
     assert ctx.next_event() is None
     assert ctx.get_timer() is None
     assert sent(ctx, config.syn_recv_timeout + 2.0) == []
-    assert bits.draws == [1111, 2222]
+    assert bits.draws == [1111, 2222, 3333]
 
 
 def test_backlog_frees_up_when_a_connection_is_confirmed():
     ctx = UTPContext(UTPConfig(backlog=1), accepting=True, random_bits=ScriptedBits(1111, 2222))
     ctx.receive_datagram(pkt(SYN, 10, 100, 0), PEER, 0.0)
-    ctx.receive_datagram(pkt(SYN, 20, 200, 0), PEER, 0.0)
     assert len(sent(ctx, 0.0)) == 1
     assert ctx.half_open == 1
     ctx.receive_datagram(pkt(DATA, 11, 101, 1110, b"x"), PEER, 0.1)
@@ -377,6 +379,20 @@ def test_backlog_frees_up_when_a_connection_is_confirmed():
     out = sent(ctx, 0.2)
     assert (ST_STATE, 20, 2222, 200) in [(p.type, p.connection_id, p.seq_nr, p.ack_nr) for p, _ in out]
     assert ctx.half_open == 1
+    assert ctx.stats.half_open_evicted == 0
+
+
+def test_a_full_backlog_evicts_the_oldest_unconfirmed_connection():
+    ctx = UTPContext(UTPConfig(backlog=1), accepting=True, random_bits=ScriptedBits(1111, 2222, 3333))
+    ctx.receive_datagram(pkt(SYN, 10, 100, 0), PEER, 0.0)
+    assert len(sent(ctx, 0.0)) == 1
+    ctx.receive_datagram(pkt(SYN, 20, 200, 0), PEER, 1.0)
+    assert [(p.connection_id, p.seq_nr) for p, _ in sent(ctx, 1.0)] == [(20, 2222)]
+    assert set(ctx.connections) == {(PEER, 21)}
+    # The evicted one's late confirmation finds nothing and is answered with RESET.
+    ctx.receive_datagram(pkt(DATA, 11, 101, 1110, b"x"), PEER, 2.0)
+    assert [p.type for p, _ in sent(ctx, 2.0)] == [ST_RESET]
+    assert ctx.next_event() is None
 
 
 def test_reset_to_half_open_connection_frees_the_backlog():
@@ -594,8 +610,8 @@ def test_early_handle_timer_changes_nothing():
 
 def test_stale_timer_entry_is_harmless():
     """The SYN_RECV deadline is stale once the connection is confirmed; firing at it does nothing."""
-    config = UTPConfig()
-    ctx, conn = established()
+    config = UTPConfig(syn_recv_timeout=10.0)  # before the first keep-alive is due
+    ctx, conn = established(config=config)
     assert ctx.get_timer() <= conn.get_timer()
     stale = config.syn_recv_timeout  # the handshake deadline armed when the SYN was accepted
     assert stale < conn.get_timer()
@@ -607,8 +623,8 @@ def test_stale_timer_entry_is_harmless():
 
 
 def test_timer_moves_earlier_when_a_connection_needs_it():
-    config = UTPConfig()
-    ctx, conn = established()
+    config = UTPConfig(syn_recv_timeout=10.0)
+    ctx, conn = established(config=config)
     conn.send(b"data", 1.0)
     [(data, _)] = sent(ctx, 1.0)
     assert data.payload == b"data"

@@ -37,8 +37,10 @@ class UTPConfig:
     syn_timeout: float = 3.0
     #: SYN retransmissions before giving up (libutp 2, libtorrent utp_syn_resends 2).
     syn_retries: int = 2
-    #: How long an accepted, unconfirmed (SYN_RECV) connection may live.
-    syn_recv_timeout: float = 10.0
+    #: How long an accepted, unconfirmed (SYN_RECV) connection may live. A libutp client
+    #: sends nothing after the SYN-ACK until it has data or its 29 s keep-alive, either of
+    #: which confirms; when the backlog is full the oldest unconfirmed one makes room.
+    syn_recv_timeout: float = 60.0
     #: RTO before the first RTT sample (RFC 6298: 1 s).
     initial_rto: float = 1.0
     #: RTO floor (libtorrent utp_min_timeout 500 ms; libutp uses 1 s).
@@ -54,6 +56,8 @@ class UTPConfig:
     #: Duplicate ACKs, or selectively ACKed packets above a hole, before a fast
     #: retransmit (libutp/libtorrent: 3).
     dup_ack_threshold: int = 3
+    #: Send an ACK at least every this many in-order packets, even within one batch.
+    ack_every_packets: int = 8
     #: Keep-alive after this much idle sending time (libutp KEEPALIVE_INTERVAL 29 s).
     keepalive_interval: float = 29.0
     #: Longest interval between zero-window probes (libutp probes after 15 s).

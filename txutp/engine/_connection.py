@@ -210,6 +210,7 @@ class UTPConnection:
         self._deliver: list[bytes] = []
         self._deliver_bytes = 0
         self._ack_pending = False
+        self._unacked_in_order = 0  # in-order packets received since our last ACK
         self._sent_window = config.recv_buffer_size
         self._reply_micro = 0
         self._last_delay_sample: int | None = None
@@ -365,6 +366,12 @@ class UTPConnection:
         self._held_bytes = 0
         self._fire(Input.CLOSE, now)
         self._wake()
+
+    def discard(self) -> None:
+        """Drop an unconfirmed (``SYN_RECV``) connection silently: no packet, no event."""
+        if self.state is ConnectionState.SYN_RECV:
+            self._fire(Input.TIMED_OUT, 0.0)
+            self._out.clear()
 
     def abort(self, now: float) -> None:
         """Send a RESET and end the connection at once."""
@@ -595,11 +602,14 @@ class UTPConnection:
             self.cc.on_reverse_delay(now=now, delay_us=reply)
 
         if state is ConnectionState.SYN_SENT:
-            if ptype != ST_STATE:
-                # Data overtook the SYN-ACK: we cannot place it yet; the peer resends.
+            if ptype == ST_DATA:
+                # Data overtook the SYN-ACK. It may not be the acceptor's first packet, so
+                # we cannot place it in the stream yet; the peer resends it.
                 self.dropped_packets += 1
                 return
-            # SYN-ACK: its seq_nr is the acceptor's first future DATA (not incremented).
+            # The SYN-ACK: its seq_nr is the acceptor's first future DATA (not incremented).
+            # Or a FIN instead: libtorrent refuses a SYN for a torrent it will not serve so;
+            # the connection then opens and ends at once (as libutp and libtorrent see it).
             self._ack_nr = (pkt.seq_nr - 1) & _M16
             self._peer_wnd = pkt.wnd_size
             sample = now - self._syn_sent_at
@@ -609,12 +619,14 @@ class UTPConnection:
             self._events.append(Connected())
             # Confirm at once, so a server that speaks first may do so.
             self._ack_pending = True
-            self._confirm_deadline = now + self._rtt.rto
             if self._write_closed:
                 self._fire(Input.SHUTDOWN_WRITE, now)
-            self._wake()
-            return
-        if state is ConnectionState.SYN_RECV:
+            if ptype == ST_STATE:
+                self._confirm_deadline = now + self._rtt.rto
+                self._wake()
+                return
+            state = self.state  # the FIN: process it below
+        elif state is ConnectionState.SYN_RECV:
             self._fire(Input.PEER_CONFIRMED, now)
             self._events.append(Connected())
             state = self.state
@@ -685,9 +697,15 @@ class UTPConnection:
             self._confirm_deadline = None
         elif n == 0 and outstanding and pkt.type == ST_STATE and pkt.wnd_size == old_wnd:
             self._dup_acks += 1
-            if self._dup_acks == self.config.dup_ack_threshold:
+            if self._dup_acks >= self.config.dup_ack_threshold:
                 entry = inflight.get(una)
-                if entry is not None and not entry.fast_resent:
+                # Once per packet; again if duplicate ACKs still come an RTT after the
+                # retransmission (it was lost too: libutp's SACK covers only 30 packets).
+                if (
+                    entry is not None
+                    and not entry.lost
+                    and (not entry.fast_resent or now - entry.sent_at > (self._rtt.srtt or self._rtt.rto) * 1.25)
+                ):
                     probe = entry.probe
                     self._mark_lost(una, entry, fast=True)
                     if not probe:
@@ -872,6 +890,10 @@ class UTPConnection:
             if size and not self._take_in_order(payload):
                 return
             self._ack_nr = seq
+            self._unacked_in_order += 1
+            if self._unacked_in_order >= self.config.ack_every_packets:
+                # Within a long batch, ACK now and then: one lost ACK must not stall the sender.
+                self._send_state(now)
             if pkt.type == ST_FIN:
                 self._eof_seq = seq
             self._drain_reorder()
@@ -1040,6 +1062,7 @@ class UTPConnection:
         self._out.append(datagram)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
+        self._unacked_in_order = 0
         if not self._reorder:
             self._ack_pending = False  # the ACK rides on the data
         if self._rto_deadline is None:
@@ -1086,12 +1109,17 @@ class UTPConnection:
         if self._reorder and not keepalive:
             span = max((s - ack - 2) & _M16 for s in self._reorder) + 1
             sack = sack_bitmask(ack, self._reorder, min(span, 32 * 8))
-        self._out.append(
-            encode_header(
-                ST_STATE, self.send_id, int(now * 1_000_000) & _M32, self._reply_micro, wnd, self._seq_nr, ack, sack
-            )
-        )
+        ts = int(now * 1_000_000) & _M32
+        self._out.append(encode_header(ST_STATE, self.send_id, ts, self._reply_micro, wnd, self._seq_nr, ack, sack))
         self.packets_sent += 1
+        self._unacked_in_order = 0
+        if self._fin_seq is not None and not keepalive:
+            # After our FIN, libtorrent drops any packet numbered past the FIN (its own FIN
+            # takes no sequence number), while libutp expects FIN + 1: send both forms.
+            self._out.append(
+                encode_header(ST_STATE, self.send_id, ts, self._reply_micro, wnd, self._fin_seq, ack, sack)
+            )
+            self.packets_sent += 1
 
     def _send_syn(self, now: float, *, retry: bool = False) -> None:
         self._syn_sent_at = now

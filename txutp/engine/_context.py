@@ -49,8 +49,10 @@ class ContextStats:
     #: RESET replies withheld by the rate limit or the per-packet memory.
     resets_suppressed: int = 0
     syns_accepted: int = 0
-    #: SYNs refused: not accepting (answered by RESET) or over the backlog (unanswered).
+    #: SYNs refused: not accepting (answered by RESET) or over max_connections (unanswered).
     syns_refused: int = 0
+    #: Unconfirmed connections dropped to make room in a full backlog.
+    half_open_evicted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dictionary."""
@@ -187,7 +189,15 @@ class UTPContext:
             self.stats.syns_refused += 1
             self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return
-        if self.half_open >= self.config.backlog or len(self.connections) >= self.config.max_connections:
+        if self.half_open >= self.config.backlog:
+            # The backlog is full: the oldest unconfirmed connection makes room, so a flood of
+            # spoofed SYNs cannot lock genuine clients out for long.
+            oldest = next(iter(self._half_open))
+            del self._half_open[oldest]
+            oldest.discard()
+            self._forget(oldest, now)
+            self.stats.half_open_evicted += 1
+        if len(self.connections) >= self.config.max_connections:
             # At the limit, leave SYNs unanswered as libutp and libtorrent do.
             self.stats.syns_refused += 1
             return
