@@ -101,6 +101,8 @@ CHUNK = 65536
 TYPE_NAMES = {0: "DATA", 1: "FIN", 2: "STATE", 3: "RESET", 4: "SYN"}
 #: Simulated loss: the fraction of datagrams dropped in each direction (``--drop``), seeded.
 LOSS = {"drop": 0.0, "seed": 1}
+#: Most datagrams read per batch before events are drained and ACKs sent (``--batch``).
+BATCH = {"max": 1024}
 MODES = ["sink", "source", "echo", "pingpong", "reset-after", "bt-download", "bt-download-halfclose", "bt-seed"]
 
 
@@ -246,7 +248,8 @@ class Driver:
             now = time.monotonic()
             if r:
                 n = 0
-                while n < 1024:
+                batch_max = BATCH["max"]
+                while n < batch_max:
                     try:
                         data, addr = recvfrom(65536)
                     except BlockingIOError:
@@ -881,6 +884,7 @@ def run_node_scenario(
     node_mode: list[str],
     log_dir: str | None,
     timeout: float,
+    linger: float = 1.0,
 ) -> dict[str, Any]:
     """txutp on one side (in this process), utp-native on the other (a subprocess)."""
     log_path = os.path.join(log_dir, name + ".log") if log_dir else None
@@ -888,39 +892,51 @@ def run_node_scenario(
     if txutp_role == "connect":
         peer = node_peer("listen", "0", *node_mode, "--timeout", str(timeout))
         port = int(peer.wait_line("READY").split()[1])
-        mine = run_probe("connect", mode, arg, remote=("127.0.0.1", port), log_path=log_path, timeout=timeout)
+        mine = run_probe(
+            "connect", mode, arg, remote=("127.0.0.1", port), log_path=log_path, timeout=timeout, linger=linger
+        )
     else:
         holder: dict[str, Peer] = {}
 
         def ready(port: int) -> None:
             holder["peer"] = node_peer("connect", "127.0.0.1", str(port), *node_mode, "--timeout", str(timeout))
 
-        mine = run_probe("listen", mode, arg, log_path=log_path, timeout=timeout, on_ready=ready)
+        mine = run_probe("listen", mode, arg, log_path=log_path, timeout=timeout, on_ready=ready, linger=linger)
         peer = holder["peer"]
-    theirs = peer.finish(timeout=30)
+    theirs = peer.finish(timeout=timeout)
     return {"name": name, "txutp": mine, "peer": theirs}
 
 
-def run_lt_download(size: int, log_dir: str | None, timeout: float, tmp: str) -> dict[str, Any]:
+def run_lt_download(
+    size: int,
+    log_dir: str | None,
+    timeout: float,
+    tmp: str,
+    *,
+    host: str = "127.0.0.1",
+    mode: str = "bt-download",
+    paused: bool = False,
+    tag: str = "lt-to-txutp",
+) -> dict[str, Any]:
     """libtorrent seeds over uTP only; txutp downloads with the BitTorrent protocol."""
     torrent = os.path.join(tmp, f"seed-{size}.torrent")
-    peer = Peer(
-        [sys.executable, str(LT_PEER), "seed", "--size", str(size), "--torrent-out", torrent, "--dir", tmp + "/seed"],
-        "libtorrent",
-    )
+    argv = [sys.executable, str(LT_PEER), "seed", "--size", str(size), "--torrent-out", torrent]
+    argv += ["--dir", tmp + "/seed", "--host", host] + (["--paused"] if paused else [])
+    peer = Peer(argv, "libtorrent")
     try:
         port = int(peer.wait_line("READY", timeout=60).split()[1])
-        log_path = os.path.join(log_dir, "lt-to-txutp.log") if log_dir else None
-        mine = run_probe(
-            "connect", "bt-download", torrent, remote=("127.0.0.1", port), log_path=log_path, timeout=timeout
-        )
+        log_path = os.path.join(log_dir, tag + ".log") if log_dir else None
+        mine = run_probe("connect", mode, torrent, remote=(host, port), log_path=log_path, timeout=timeout)
     finally:
         peer.terminate()
     theirs = peer.finish(timeout=30)
-    return {"name": "libtorrent -> txutp (BitTorrent download)", "txutp": mine, "peer": theirs}
+    theirs["stderr_tail"] = peer.err[-3000:]
+    return {"name": tag, "txutp": mine, "peer": theirs}
 
 
-def run_lt_upload(size: int, log_dir: str | None, timeout: float, tmp: str) -> dict[str, Any]:
+def run_lt_upload(
+    size: int, log_dir: str | None, timeout: float, tmp: str, *, host: str = "127.0.0.1", tag: str = "txutp-to-lt"
+) -> dict[str, Any]:
     """txutp seeds over uTP (a minimal seeder); libtorrent downloads."""
     made = subprocess.run(
         [sys.executable, str(LT_PEER), "make", "--size", str(size), "--dir", tmp + "/made"],
@@ -940,19 +956,25 @@ def run_lt_upload(size: int, log_dir: str | None, timeout: float, tmp: str) -> d
                 "--torrent",
                 info["torrent"],
                 "--peer",
-                f"127.0.0.1:{port}",
+                f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "--host",
+                host,
                 "--dir",
-                tmp + "/dl",
+                tmp + "/dl-" + tag,
                 "--timeout",
                 str(timeout),
             ],
             "libtorrent",
         )
 
-    log_path = os.path.join(log_dir, "txutp-to-lt.log") if log_dir else None
-    mine = run_probe("listen", "bt-seed", info["torrent"], log_path=log_path, timeout=timeout, on_ready=ready)
-    theirs = holder["peer"].finish(timeout=60)
-    return {"name": "txutp -> libtorrent (BitTorrent seed)", "txutp": mine, "peer": theirs}
+    log_path = os.path.join(log_dir, tag + ".log") if log_dir else None
+    mine = run_probe(
+        "listen", "bt-seed", info["torrent"], host=host, log_path=log_path, timeout=timeout, on_ready=ready
+    )
+    peer = holder["peer"]
+    theirs = peer.finish(timeout=60)
+    theirs["stderr_tail"] = peer.err[-3000:]
+    return {"name": tag, "txutp": mine, "peer": theirs}
 
 
 def summarize(s: dict[str, Any]) -> dict[str, Any]:
@@ -972,6 +994,8 @@ def summarize(s: dict[str, Any]) -> dict[str, Any]:
     else:  # reset-after on one side or the other: no throughput figure
         row["bytes"] = me.get("bytes") if mode == "reset-after" else peer.get("bytes")
         row["mb_per_s"] = None
+    if "reset-after" in (mode, peer.get("mode")):
+        row["mb_per_s"] = None  # an aborted transfer has no throughput figure
     if isinstance(row["mb_per_s"], float):
         row["mb_per_s"] = round(row["mb_per_s"], 1)
     row["retransmissions"] = st.get("retransmissions")
@@ -1088,25 +1112,64 @@ def suite(args: argparse.Namespace) -> int:
     if not args.no_libtorrent:
         tmp = tempfile.mkdtemp(prefix="interop-")
         bt_exp = expected(args.bt_size)
-        add(
-            "libtorrent -> txutp (txutp downloads a torrent over BitTorrent)",
-            lambda: run_lt_download(args.bt_size, log_dir, timeout, tmp),
-            lambda s: (
-                s["txutp"]["pieces_verified"] == s["txutp"]["pieces"]
-                and s["txutp"]["sha256"] == bt_exp["sha256"]
-                and s["txutp"].get("error") is None
+
+        def lt_down_ok(s: dict[str, Any]) -> bool:
+            me = s["txutp"]
+            return (
+                me["pieces_verified"] == me["pieces"]
+                and me["sha256"] == bt_exp["sha256"]
+                and me.get("error") is None
                 and bool(s["peer"].get("all_utp"))
-            ),
-        )
-        add(
-            "txutp -> libtorrent (libtorrent downloads from a txutp seeder)",
-            lambda: run_lt_upload(args.bt_size, log_dir, timeout, tmp),
-            lambda s: (
+            )
+
+        def lt_up_ok(s: dict[str, Any]) -> bool:
+            return (
                 bool(s["peer"].get("ok"))
                 and s["peer"].get("sha256") == bt_exp["sha256"]
                 and bool(s["peer"].get("utp_only"))
-            ),
+            )
+
+        for host in ("127.0.0.1", "::1"):
+            v = "IPv6" if ":" in host else "IPv4"
+            add(
+                f"libtorrent -> txutp, txutp downloads over BitTorrent ({v})",
+                lambda host=host, v=v: run_lt_download(
+                    args.bt_size, log_dir, timeout, tmp, host=host, tag=f"lt-to-txutp-{v}"
+                ),
+                lt_down_ok,
+            )
+            add(
+                f"txutp -> libtorrent, libtorrent downloads from a txutp seeder ({v})",
+                lambda host=host, v=v: run_lt_upload(
+                    args.bt_size, log_dir, timeout, tmp, host=host, tag=f"txutp-to-lt-{v}"
+                ),
+                lt_up_ok,
+            )
+    if args.extended:
+        # Slow (30-45 s each) and showing known quirks: see the interop report.
+        add(
+            "keep-alives: utp-native idles 35 s before sending (both sides send ack_nr-1 keep-alives)",
+            node("keepalive", "connect", ["sink"], ["source", "2000000", "--idle", "35"]),
+            lambda s: s["txutp"]["sha256"] == expected(2_000_000)["sha256"] and _clean_close(s),
         )
+        add(
+            "server speaks first: utp-native client sends nothing, txutp listens and wants to send",
+            lambda: run_node_scenario(
+                "server-first",
+                "listen",
+                ["source", "1000000"],
+                ["sink", "--no-request", "--timeout", "45"],
+                log_dir,
+                45,
+            ),
+            lambda s: s["peer"].get("bytes") == 1_000_000,  # fails: see report
+        )
+        if not args.no_libtorrent:
+            add(
+                "libtorrent refuses the connection (torrent paused): txutp should fail fast",
+                lambda: run_lt_download(1_000_000, log_dir, 40, tmp, paused=True, tag="lt-refuses"),
+                lambda s: s["txutp"].get("seconds", 99) < 5,  # fails: see report
+            )
 
     rows = []
     raw = []
@@ -1175,6 +1238,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--linger", type=float, default=1.0)
         p.add_argument("--drop", type=float, default=0.0, help="drop this fraction of datagrams each way")
         p.add_argument("--seed", type=int, default=1, help="seed of --drop")
+        p.add_argument("--batch", type=int, default=1024, help="most datagrams read per batch (default 1024)")
 
     p = sub.add_parser("listen")
     p.add_argument("port", type=int)
@@ -1193,11 +1257,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write every result here")
     p.add_argument("--only", nargs="*", help="run only scenarios whose name contains one of these")
     p.add_argument("--no-libtorrent", action="store_true")
+    p.add_argument("--extended", action="store_true", help="also the slow quirk scenarios (keep-alive, ...)")
     p.add_argument("--drop", type=float, default=0.0, help="drop this fraction of datagrams each way (txutp side)")
     p.add_argument("--seed", type=int, default=1, help="seed of --drop")
+    p.add_argument("--batch", type=int, default=1024, help="most datagrams read per batch (default 1024)")
     args = parser.parse_args(argv)
 
     LOSS["drop"], LOSS["seed"] = args.drop, args.seed
+    BATCH["max"] = args.batch
     if args.cmd == "suite":
         return suite(args)
     if args.mode in ("source", "pingpong", "reset-after") and (args.arg is None or not args.arg.isdigit()):

@@ -19,7 +19,9 @@ connections have ended.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
+import struct
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,20 @@ SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
 #: Largest datagram read; uTP never sends more than 1472 bytes, but the user protocol might.
 MAX_PACKET_SIZE = 65535
 
+#: Bytes read per read batch (one flush each); Twisted's own udp.Port reads 256 KiB.
+READ_BATCH_BYTES = 512 * 1024
+
+# Linux <linux/udp.h>: segmentation offload, sending (GSO) and receiving (GRO).
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
+#: The kernel's UDP_MAX_SEGMENTS, and the largest UDP payload of one send.
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65507
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_READ_RETRY_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE})
+_SEND_LOSS_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
 # Linux <linux/in.h>, <linux/in6.h>: per-socket path MTU discovery mode (not exported by the socket module).
 _IP_MTU_DISCOVER = 10
 _IPV6_MTU_DISCOVER = 23
@@ -81,6 +97,8 @@ class MultiplexerStats:
     batches: int = 0
     #: Datagrams the socket refused to send (EAGAIN, ENOBUFS, ECONNREFUSED, EMSGSIZE, any OSError): treated as loss.
     send_errors: int = 0
+    #: sendmsg calls that sent a run of datagrams at once (UDP GSO).
+    gso_sends: int = 0
     #: Non-uTP datagrams dropped because no user datagram protocol was given.
     garbage_dropped: int = 0
     #: Non-uTP datagrams handed to the user datagram protocol.
@@ -133,16 +151,66 @@ class _PendingConnect:
 
 
 class _BatchingPort(udp.Port):
-    """A UDP port that tells its multiplexer when a read batch (one ``doRead``) is over."""
+    """A UDP port that reads in batches and tells its multiplexer when a batch is over.
+
+    With ``UDP_GRO`` (Linux) one ``recvmsg`` returns a run of datagrams from one
+    sender coalesced into one buffer plus their segment size; they are split here.
+    Without it, datagrams are read one ``recvfrom`` at a time. Either way a batch
+    ends after ``READ_BATCH_BYTES`` or when the socket is empty, and the
+    multiplexer flushes once for the whole batch.
+    """
 
     protocol: UTPMultiplexer
+    gro = False
+
+    def enableGRO(self) -> bool:
+        """Ask the kernel to coalesce received datagrams (Linux UDP_GRO); return whether it works."""
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            self.gro = True
+        return self.gro
 
     def doRead(self) -> None:
         try:
-            super().doRead()  # type: ignore[no-untyped-call]
+            self._readBatch()
         finally:
             if self.connected:
                 self.protocol.readBatchDone()
+
+    def _readBatch(self) -> None:
+        sock = self.socket
+        received = self.protocol.datagramReceived
+        ipv6 = self.addressFamily == socket.AF_INET6
+        budget = READ_BATCH_BYTES
+        gro = self.gro
+        while budget > 0:
+            try:
+                if gro:
+                    data, ancillary, _flags, addr = sock.recvmsg(MAX_PACKET_SIZE, _GRO_CMSG_SPACE)
+                else:
+                    data, addr = sock.recvfrom(MAX_PACKET_SIZE)
+                    ancillary = None
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in _READ_RETRY_ERRNOS:
+                    continue  # an ICMP error about an earlier datagram: not fatal for the socket
+                raise
+            if ipv6:
+                addr = addr[:2]
+            budget -= len(data)
+            segment = 0
+            if ancillary:
+                for level, kind, value in ancillary:
+                    if level == _SOL_UDP and kind == _UDP_GRO:
+                        segment = int.from_bytes(value[:4], sys.byteorder)
+            if segment and len(data) > segment:
+                for start in range(0, len(data), segment):
+                    received(data[start : start + segment], addr)
+            else:
+                received(data, addr)
 
 
 class UTPMultiplexer(DatagramProtocol):
@@ -187,6 +255,7 @@ class UTPMultiplexer(DatagramProtocol):
         self._batching = False
         self._readPending = False
         self._dfLevels: list[tuple[int, int]] = []
+        self._gso = False
 
     # ------------------------------------------------------------------ port lifecycle
 
@@ -203,6 +272,9 @@ class UTPMultiplexer(DatagramProtocol):
             udpPort.startListening()  # type: ignore[no-untyped-call]
             self.port = udpPort
             self._batching = True
+            if sys.platform.startswith("linux"):
+                self._gso = True  # tried on first use; turned off if the kernel refuses
+                udpPort.enableGRO()
         else:  # pragma: no cover - IOCP
             self.port = self.reactor.listenUDP(port, self, interface=interface, maxPacketSize=MAX_PACKET_SIZE)
         self._raiseSocketBuffers()
@@ -529,8 +601,7 @@ class UTPMultiplexer(DatagramProtocol):
                 out = ctx.datagrams_to_send(now)
                 if out:
                     busy = True
-                    for data, addr in out:
-                        self._sendDatagram(data, addr)
+                    self._sendBatch(out)
                 if self._watched:
                     for transport in list(self._watched):
                         transport._afterSend()
@@ -557,26 +628,86 @@ class UTPMultiplexer(DatagramProtocol):
             delay = max(0.0, deadline - self.reactor.seconds())
             self._timerCall = self.reactor.callLater(delay, self._timerFired)
 
+    def _sendBatch(self, out: list[tuple[bytes, Any]]) -> None:
+        """Send the datagrams of one flush, runs of equal-sized ones with one ``sendmsg`` each (GSO)."""
+        sock = getattr(self.port, "socket", None)
+        if not self._gso or sock is None:
+            for data, addr in out:
+                self._sendDatagram(data, addr)
+            return
+        stats = self.stats
+        n = len(out)
+        i = 0
+        while i < n:
+            data, addr = out[i]
+            size = len(data)
+            j = i + 1
+            if type(data) is bytes:  # a DontFragment probe goes alone
+                total = size
+                while j < n and j - i < _GSO_MAX_SEGMENTS:
+                    nxt, nxt_addr = out[j]
+                    length = len(nxt)
+                    if nxt_addr != addr or length > size or type(nxt) is not bytes or total + length > _GSO_MAX_BYTES:
+                        break
+                    total += length
+                    j += 1
+                    if length < size:
+                        break  # only the last segment may be shorter
+            if j - i == 1:
+                self._sendDatagram(data, addr)
+                i = j
+                continue
+            run = out[i:j]
+            try:
+                sock.sendmsg(
+                    [b"".join([d for d, _ in run])], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr
+                )
+            except BlockingIOError:
+                stats.send_errors += j - i  # the socket buffer is full: lost, as on a congested link
+            except OSError as e:
+                if e.errno in _SEND_LOSS_ERRNOS:
+                    stats.send_errors += j - i
+                else:
+                    # No segmentation offload here after all (EIO, EINVAL, ...): one datagram at a time from now on.
+                    self._gso = False
+                    for d, a in run:
+                        self._sendDatagram(d, a)
+            else:
+                stats.datagrams_sent += j - i
+                stats.bytes_sent += total
+                stats.gso_sends += 1
+            i = j
+
     def _sendDatagram(self, data: bytes, addr: Any) -> None:
         port = self.port
         if port is None or self._closed:
             return
+        sock = getattr(port, "socket", None)
         dontFragment = isinstance(data, DontFragment) and self._dfLevels
         try:
             if dontFragment:
                 self._setDontFragment(True)
             try:
-                port.write(data, addr)
+                if sock is not None:
+                    sock.sendto(data, addr)  # Twisted's write() would validate the address each time
+                else:  # pragma: no cover - non-POSIX reactors
+                    port.write(data, addr)
             finally:
                 if dontFragment:
                     self._setDontFragment(False)
-        except error.MessageLengthError:
-            # EMSGSIZE: bigger than the path MTU the kernel knows (a DF probe, usually).
+        except error.MessageLengthError:  # pragma: no cover - port.write on non-POSIX reactors
             self.stats.send_errors += 1
             self.context.datagram_too_big(data, addr, self.reactor.seconds())
             return
-        except (OSError, error.InvalidAddressError):
-            self.stats.send_errors += 1  # EAGAIN, ENOBUFS, ECONNREFUSED, ...: the datagram is lost
+        except OSError as e:
+            self.stats.send_errors += 1
+            if e.errno == errno.EMSGSIZE:
+                # Bigger than the path MTU the kernel knows (a DF probe, usually).
+                self.context.datagram_too_big(data, addr, self.reactor.seconds())
+            # EAGAIN, ENOBUFS, ECONNREFUSED, ...: the datagram is lost, as on a congested link
+            return
+        except error.InvalidAddressError:  # pragma: no cover - port.write on non-POSIX reactors
+            self.stats.send_errors += 1
             return
         self.stats.datagrams_sent += 1
         self.stats.bytes_sent += len(data)

@@ -26,6 +26,8 @@ class CongestionController(ABC):
     Factories are called as ``factory(mss=..., initial_cwnd=..., max_cwnd=..., config=...)``.
     """
 
+    __slots__ = ()
+
     #: Payload bytes the connection may have in flight.
     cwnd: int
 

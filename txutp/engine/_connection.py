@@ -129,6 +129,82 @@ class UTPConnection:
     :class:`~txutp.engine.UTPContext` does both and routes datagrams to it.
     """
 
+    __slots__ = (
+        "_ack_nr",
+        "_ack_pending",
+        "_confirm_deadline",
+        "_confirm_tries",
+        "_deliver",
+        "_deliver_bytes",
+        "_dup_acks",
+        "_eof_delivered",
+        "_eof_seq",
+        "_events",
+        "_fast_credit",
+        "_fin_acked",
+        "_fin_seq",
+        "_handshake_deadline",
+        "_held",
+        "_held_bytes",
+        "_idle_since",
+        "_in_flight_bytes",
+        "_inflight",
+        "_keepalive_due",
+        "_last_delay_sample",
+        "_last_send",
+        "_linger_deadline",
+        "_mtu",
+        "_nagle_seq",
+        "_next_reverse_sample",
+        "_out",
+        "_peer_wnd",
+        "_probe_deadline",
+        "_probe_interval",
+        "_probe_seq",
+        "_read_discard",
+        "_read_paused",
+        "_reorder",
+        "_reorder_bytes",
+        "_reply_micro",
+        "_resend",
+        "_rto_deadline",
+        "_rtt",
+        "_sent_window",
+        "_seq_nr",
+        "_snd_una",
+        "_syn_sent_at",
+        "_syn_seq",
+        "_syn_tries",
+        "_timeouts",
+        "_tx_count",
+        "_unacked_in_order",
+        "_unsent",
+        "_want_writable",
+        "_write_closed",
+        "bytes_received",
+        "bytes_sent",
+        "cc",
+        "config",
+        "dropped_packets",
+        "duplicate_packets",
+        "fast_retransmits",
+        "initiator",
+        "lingered",
+        "mss",
+        "mtu_probes",
+        "packet_size",
+        "packets_received",
+        "packets_sent",
+        "peer_addr",
+        "recv_id",
+        "retransmissions",
+        "send_id",
+        "state",
+        "timeout_count",
+        "wakeup",
+    )
+
+
     # ------------------------------------------------------------------ creation
 
     def __init__(
@@ -213,6 +289,7 @@ class UTPConnection:
         self._unacked_in_order = 0  # in-order packets received since our last ACK
         self._sent_window = config.recv_buffer_size
         self._reply_micro = 0
+        self._next_reverse_sample = 0.0
         self._last_delay_sample: int | None = None
 
         # Handshake and teardown.
@@ -599,7 +676,10 @@ class UTPConnection:
         ts = pkt.timestamp_us
         if ts:
             self._reply_micro = reply = (int(now * 1_000_000) - ts) & _M32
-            self.cc.on_reverse_delay(now=now, delay_us=reply)
+            if now >= self._next_reverse_sample:
+                # A few samples a second suffice to follow the clocks' drift.
+                self._next_reverse_sample = now + 0.01
+                self.cc.on_reverse_delay(now=now, delay_us=reply)
 
         if state is ConnectionState.SYN_SENT:
             if ptype == ST_DATA:

@@ -8,8 +8,11 @@ from the target::
     window_factor = acked_bytes / bytes_in_flight_before_the_ack      (at most 1)
     cwnd         += gain * window_factor * delay_factor               (gain: 3000 bytes per RTT)
 
-``delay`` is the minimum of the last 3 one-way delay samples above the base
-delay (:class:`~txutp.engine._delay.DelayHistory`), clamped to the RTT, so a
+Above the target the window instead shrinks by ``cwnd * (delay/target - 1)``
+per RTT, at most by half (LEDBAT++'s multiplicative decrease; libutp and
+libtorrent shrink linearly, which drains a slow-start overshoot of a deep buffer
+only after tens of seconds). ``delay`` is the minimum of the last 3 one-way delay
+samples above the base delay (:class:`~txutp.engine._delay.DelayHistory`), clamped to the RTT, so a
 peer that lies about delay cannot make us send faster than loss-based control
 would. Slow start (cwnd += acked) runs until the delay reaches 90 % of the
 target or cwnd passes ``ssthresh``. No growth while the application, not the
@@ -35,6 +38,29 @@ _MAX_DRIFT_STEP_US = 10_000
 
 class LEDBAT(CongestionController):
     """Delay-based congestion control (BEP 29 / RFC 6817 as deployed by libutp and libtorrent)."""
+
+    __slots__ = (
+        "_fraction",
+        "_last_cut",
+        "_slowdown_hold_until",
+        "_slowdown_next",
+        "_slowdown_started",
+        "cwnd",
+        "delay_us",
+        "gain",
+        "loss_multiplier",
+        "max_cwnd",
+        "min_cut_interval",
+        "mss",
+        "our_delay",
+        "slow_start",
+        "slowdown_count",
+        "slowdowns",
+        "ssthresh",
+        "target_us",
+        "their_delay",
+    )
+
 
     def __init__(self, *, mss: int, initial_cwnd: int, max_cwnd: int, config: UTPConfig | None = None) -> None:
         config = config or UTPConfig()
@@ -92,7 +118,13 @@ class LEDBAT(CongestionController):
         target = self.target_us
         delay_factor = (target - current) / target
         window_factor = min(1.0, acked_bytes / max(in_flight, acked_bytes, 1))
-        linear = self.gain * window_factor * delay_factor
+        if delay_factor >= 0:
+            linear = self.gain * window_factor * delay_factor
+        else:
+            # Above the target the window shrinks in proportion to itself (LEDBAT++), at most
+            # by half per RTT, so a slow-start overshoot drains in a few RTTs rather than the
+            # minutes libutp's linear decrease of 3000 bytes per RTT takes on a deep buffer.
+            linear = -min(self.cwnd * -delay_factor, self.cwnd / 2) * window_factor
         if self.slow_start and current >= 0.9 * target and self._slowdown_started is None:
             self._leave_slow_start(now, rtt)
             self.ssthresh = self.cwnd

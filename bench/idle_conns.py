@@ -1,0 +1,105 @@
+"""Many idle uTP connections on one server port: memory per connection and handshakes per second.
+
+    python bench/idle_conns.py server
+    python bench/idle_conns.py client PORT COUNT
+
+The server listens on 127.0.0.1 (``READY <port>``) and keeps every connection
+open; on SIGUSR1 it prints one JSON line with its connection count and resident
+set size (VmRSS), so the orchestrator can take the RSS before and after. The
+client opens COUNT connections through one shared socket, keeping at most 500
+handshakes in flight, and prints ``{"connected", "seconds", "handshakes_per_s"}``
+once all are up, then keeps them open until killed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+
+reactor: Any = _reactor
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Idle(Protocol):
+    live = 0
+
+    def connectionMade(self) -> None:
+        Idle.live += 1
+
+    def connectionLost(self, reason: Any = None) -> None:
+        Idle.live -= 1
+
+
+def server() -> None:
+    d = serverFromString(reactor, "utp:0:interface=127.0.0.1:backlog=1024").listen(Factory.forProtocol(Idle))
+    d.addCallback(lambda lp: print(f"READY {lp.getHost().port}", flush=True))
+    signal.signal(
+        signal.SIGUSR1,
+        lambda *_: reactor.callFromThread(
+            lambda: print(json.dumps({"connections": Idle.live, "rss_kib": rss_kib()}), flush=True)
+        ),
+    )
+
+
+def client(port: int, count: int) -> None:
+    endpoint = clientFromString(reactor, f"utp:host=127.0.0.1:port={port}:timeout=30")
+    factory = Factory.forProtocol(Idle)
+    started = time.perf_counter()
+    state = {"opened": 0, "done": 0, "failed": 0}
+
+    def launch() -> None:
+        while state["opened"] < count and state["opened"] - state["done"] < 500:
+            state["opened"] += 1
+            d = endpoint.connect(factory)
+            d.addCallbacks(lambda _: finished(True), lambda f: finished(False))
+
+    def finished(ok: bool) -> None:
+        state["done"] += 1
+        if not ok:
+            state["failed"] += 1
+        if state["done"] == count:
+            seconds = time.perf_counter() - started
+            print(
+                json.dumps(
+                    {
+                        "connected": Idle.live,
+                        "failed": state["failed"],
+                        "seconds": seconds,
+                        "handshakes_per_s": (count - state["failed"]) / seconds,
+                    }
+                ),
+                flush=True,
+            )
+        else:
+            reactor.callLater(0, launch)
+
+    reactor.callWhenRunning(launch)
+
+
+def main() -> int:
+    if sys.argv[1] == "server":
+        server()
+    else:
+        client(int(sys.argv[2]), int(sys.argv[3]))
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

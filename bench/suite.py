@@ -1,0 +1,468 @@
+"""The benchmark suite: txutp against the real uTP peers and its own ceilings, side by side.
+
+    .venv/bin/python bench/suite.py [--runs 3] [--size 100000000] [--json bench/results/suite.json]
+                                    [--only ROW ...] [--skip-netns]
+
+Needs the interop peers (``bash tests/peers/setup_peers.sh``) and, for the LEDBAT
+row, root (network namespaces and ``tc``). Every row runs its peers as separate
+processes on loopback, ``--runs`` times, and reports the median; every ratio is
+taken against an anchor measured in the same run, because the machine is shared
+and its speed drifts. CPU seconds and peak RSS come from ``wait4`` on each
+process, minus the same program's start-up cost measured alone.
+
+Rows:
+
+1. ``txutp -> txutp``: bulk transfer through the endpoints (``bench/utp_bulk.py``).
+2. ``utp-native -> utp-native`` (4 MiB socket buffers, and as shipped),
+   ``libtorrent -> libtorrent``, ``txutp -> utp-native``, ``utp-native -> txutp``.
+3. The Twisted raw-UDP ceiling: 1400-byte datagrams one way (``bench/udp_blast.py``).
+4. 10 000 idle connections on one port: RSS per connection, handshakes per second.
+5. Goodput through a relay with 2 % loss and 40 ms RTT, txutp and utp-native.
+6. LEDBAT at a 20 Mbit/s ``tbf`` bottleneck in a router namespace: the queueing
+   delay a txutp flow adds (UDP probe) and the share a CUBIC TCP flow gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+BENCH = ROOT / "bench"
+PEERS = ROOT / "tests" / "peers"
+NODE_PEER = [str(PEERS / "utp_native_peer.js")]
+MB = 1e6
+
+
+@dataclass
+class Proc:
+    """A child process whose CPU time and peak RSS we read when it ends."""
+
+    popen: subprocess.Popen[str]
+    cpu: float = 0.0
+    maxrss_kib: int = 0
+    out: str = ""
+
+    @classmethod
+    def start(cls, argv: list[str], netns: str | None = None) -> Proc:
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        return cls(popen)
+
+    def ready(self, timeout: float = 20.0) -> int:
+        """Wait for ``READY <port>`` (or ``READY``) and return the port (0 if none)."""
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.popen.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.popen.args} exited: {self.popen.stderr.read() if self.popen.stderr else ''}")
+            self.out += line
+            if line.startswith("READY"):
+                parts = line.split()
+                return int(parts[1]) if len(parts) > 1 else 0
+        raise RuntimeError(f"{self.popen.args} never became ready")
+
+    def wait(self, timeout: float = 300.0) -> dict[str, Any]:
+        """Wait for the end; return the last JSON line it printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.popen.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                self.popen.kill()
+                continue
+            time.sleep(0.02)
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu = usage.ru_utime + usage.ru_stime
+        self.maxrss_kib = usage.ru_maxrss
+        rest, err = self.popen.communicate()
+        self.out += rest
+        for line in reversed(self.out.splitlines()):
+            if line.startswith("{"):
+                return dict(json.loads(line))
+        raise RuntimeError(f"{self.popen.args} printed no result; stderr: {err[-2000:]}")
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM it, then as :meth:`wait`."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.wait(20)
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    values: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    def extra_median(self, key: str) -> float:
+        vals = self.extra.get(key, [])
+        return statistics.median(vals) if vals else float("nan")
+
+    def add(self, value: float, **extra: float) -> None:
+        self.values.append(value)
+        for k, v in extra.items():
+            self.extra.setdefault(k, []).append(v)
+
+
+# ---------------------------------------------------------------------- the rows
+
+
+def _base_cost() -> dict[str, float]:
+    """Start-up CPU of each kind of peer process, to subtract from transfers."""
+    costs = {}
+    for name, argv in {
+        "python": [PY, str(BENCH / "utp_bulk.py"), "--startup-only", "listen", "0", "sink"],
+        "node": ["node", "-e", f"require({str(PEERS / 'node' / 'node_modules' / 'utp-native')!r})"],
+        "libtorrent": [PY, "-c", "import libtorrent"],
+    }.items():
+        samples = []
+        for _ in range(3):
+            popen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, _, usage = os.wait4(popen.pid, 0)
+            samples.append(usage.ru_utime + usage.ru_stime)
+        costs[name] = statistics.median(samples)
+    return costs
+
+
+def bulk(
+    listen: list[str],
+    connect: Callable[[int], list[str]],
+    kinds: tuple[str, str],
+    base: dict[str, float],
+    size: int,
+    netns: tuple[str | None, str | None] = (None, None),
+) -> dict[str, float]:
+    """One transfer: a listening sink and a connecting source; goodput from the sink's report."""
+    sink = Proc.start(listen, netns[1])
+    port = sink.ready()
+    source = Proc.start(connect(port), netns[0])
+    src = source.wait()
+    snk = sink.wait()
+    if snk.get("bytes") != size or snk.get("error") or src.get("error"):
+        raise RuntimeError(f"transfer failed: sink {snk} source {src}")
+    cpu = max(0.0, source.cpu - base[kinds[0]]) + max(0.0, sink.cpu - base[kinds[1]])
+    return {
+        "mb_per_s": size / snk["seconds"] / MB,
+        "cpu_s_per_gb": cpu / (size / 1e9),
+        "rss_mib": max(source.maxrss_kib, sink.maxrss_kib) / 1024,
+        "retransmissions": float(src.get("stats", {}).get("retransmissions", 0)),
+    }
+
+
+def txutp_sink() -> list[str]:
+    return [PY, str(BENCH / "utp_bulk.py"), "listen", "0", "sink"]
+
+
+def txutp_source(size: int) -> Callable[[int], list[str]]:
+    return lambda port: [PY, str(BENCH / "utp_bulk.py"), "connect", "127.0.0.1", str(port), "source", str(size)]
+
+
+def node_sink(buf: int = 4 << 20) -> list[str]:
+    return ["node", *NODE_PEER, "listen", "0", "sink", "--bufsize", str(buf)]
+
+
+def node_source(size: int, buf: int = 4 << 20) -> Callable[[int], list[str]]:
+    return lambda port: [
+        "node",
+        *NODE_PEER,
+        "connect",
+        "127.0.0.1",
+        str(port),
+        "source",
+        str(size),
+        "--bufsize",
+        str(buf),
+    ]
+
+
+def libtorrent_pair(size: int, base: dict[str, float]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        seed = Proc.start(
+            [
+                PY,
+                str(PEERS / "libtorrent_peer.py"),
+                "seed",
+                "--size",
+                str(size),
+                "--dir",
+                tmp,
+                "--torrent-out",
+                f"{tmp}/t.torrent",
+            ]
+        )
+        port = seed.ready(120)
+        down = Proc.start(
+            [
+                PY,
+                str(PEERS / "libtorrent_peer.py"),
+                "download",
+                "--torrent",
+                f"{tmp}/t.torrent",
+                "--peer",
+                f"127.0.0.1:{port}",
+                "--dir",
+                f"{tmp}/down",
+                "--timeout",
+                "120",
+            ]
+        )
+        result = down.wait(200)
+        seed.stop()
+    if not result.get("ok"):
+        raise RuntimeError(f"libtorrent download failed: {result}")
+    cpu = max(0.0, down.cpu - base["libtorrent"]) + max(0.0, seed.cpu - base["libtorrent"])
+    return {
+        "mb_per_s": float(result["mb_per_s"]),
+        "cpu_s_per_gb": cpu / (size / 1e9),
+        "rss_mib": max(down.maxrss_kib, seed.maxrss_kib) / 1024,
+        "retransmissions": float("nan"),
+    }
+
+
+def udp_ceiling() -> dict[str, float]:
+    recv = Proc.start([PY, str(BENCH / "udp_blast.py"), "recv"])
+    port = recv.ready()
+    send = Proc.start([PY, str(BENCH / "udp_blast.py"), "send", str(port), "--seconds", "2"])
+    send.wait()
+    r = recv.wait()
+    return {"mb_per_s": float(r["mb_per_s"]), "datagrams_per_s": float(r["datagrams_per_s"])}
+
+
+def idle_connections(count: int) -> dict[str, float]:
+    server = Proc.start([PY, str(BENCH / "idle_conns.py"), "server"])
+    port = server.ready()
+    assert server.popen.stdout is not None
+
+    def rss() -> dict[str, Any]:
+        server.popen.send_signal(signal.SIGUSR1)
+        line = server.popen.stdout.readline()  # type: ignore[union-attr]
+        return dict(json.loads(line))
+
+    before = rss()
+    client = Proc.start([PY, str(BENCH / "idle_conns.py"), "client", str(port), str(count)])
+    assert client.popen.stdout is not None
+    line = client.popen.stdout.readline()
+    result = json.loads(line)
+    time.sleep(0.5)
+    after = rss()
+    client.popen.kill()
+    server.popen.kill()
+    client.popen.wait()
+    server.popen.wait()
+    if after["connections"] != count:
+        raise RuntimeError(f"only {after['connections']} of {count} connections came up")
+    return {
+        "kib_per_connection": (after["rss_kib"] - before["rss_kib"]) / count,
+        "handshakes_per_s": float(result["handshakes_per_s"]),
+    }
+
+
+def lossy(kind: str, size: int) -> dict[str, float]:
+    sink = Proc.start(txutp_sink() if kind == "txutp" else node_sink())
+    port = sink.ready()
+    relay = Proc.start(
+        [PY, str(BENCH / "lossy_relay.py"), "--target", f"127.0.0.1:{port}", "--loss", "0.02", "--delay", "0.02"]
+    )
+    rport = relay.ready()
+    source = Proc.start(txutp_source(size)(rport) if kind == "txutp" else node_source(size)(rport))
+    source.wait(600)
+    snk = sink.wait(600)
+    relay.stop()
+    if snk.get("bytes") != size:
+        raise RuntimeError(f"lossy transfer failed: {snk}")
+    return {"mb_per_s": size / snk["seconds"] / MB}
+
+
+NETNS_SETUP = """
+set -e
+for n in utpA utpB utpR; do ip netns del $n 2>/dev/null || true; done
+ip netns add utpA; ip netns add utpB; ip netns add utpR
+ip link add aR type veth peer name rA
+ip link add bR type veth peer name rB
+ip link set aR netns utpA; ip link set rA netns utpR; ip link set rB netns utpR; ip link set bR netns utpB
+ip -n utpA addr add 10.77.0.1/24 dev aR; ip -n utpR addr add 10.77.0.254/24 dev rA
+ip -n utpR addr add 10.77.1.254/24 dev rB; ip -n utpB addr add 10.77.1.2/24 dev bR
+for n in utpA utpB utpR; do ip -n $n link set lo up; done
+ip -n utpA link set aR up; ip -n utpR link set rA up; ip -n utpR link set rB up; ip -n utpB link set bR up
+ip -n utpA route add default via 10.77.0.254; ip -n utpB route add default via 10.77.1.254
+ip netns exec utpR sysctl -qw net.ipv4.ip_forward=1
+tc -n utpR qdisc add dev rB root tbf rate 20mbit burst 32kb limit 4mb
+"""
+NETNS_TEARDOWN = "for n in utpA utpB utpR; do ip netns del $n 2>/dev/null || true; done"
+BOTTLENECK = 20e6 / 8  # bytes/s
+
+
+def ledbat_bottleneck() -> dict[str, float]:
+    """txutp through a router with a 20 Mbit/s tbf and a 1.6 s buffer: added delay, then a TCP flow's share."""
+    subprocess.run(["bash", "-c", NETNS_SETUP], check=True)
+    procs: list[Proc] = []
+    try:
+        echo = Proc.start([PY, str(BENCH / "delay_probe.py"), "echo", "9999"], "utpB")
+        procs.append(echo)
+        echo.ready()
+
+        def probe(seconds: float) -> list[float]:
+            p = Proc.start([PY, str(BENCH / "delay_probe.py"), "probe", "10.77.1.2", "9999", str(seconds)], "utpA")
+            return sorted(p.wait(seconds + 30)["rtt_ms"])
+
+        idle = statistics.median(probe(2))
+        sink = Proc.start(
+            [PY, str(BENCH / "utp_bulk.py"), "listen", "7000", "sink", "--interface", "10.77.1.2"], "utpB"
+        )
+        procs.append(sink)
+        sink.ready()
+        tcp_sink = Proc.start([PY, str(BENCH / "tcp_bulk.py"), "recv", "7001", "40"], "utpB")
+        procs.append(tcp_sink)
+        tcp_sink.ready()
+        source = Proc.start(
+            [PY, str(BENCH / "utp_bulk.py"), "connect", "10.77.1.2", "7000", "source", str(int(BOTTLENECK * 60))],
+            "utpA",
+        )
+        procs.append(source)
+        time.sleep(8)  # past slow start
+        loaded = probe(10)
+        tcp = Proc.start([PY, str(BENCH / "tcp_bulk.py"), "send", "10.77.1.2", "7001", "20", "cubic"], "utpA")
+        tcp.wait(60)
+        per_second = tcp_sink.wait(60)["per_second"]
+        steady = per_second[5:20]  # the TCP flow's seconds 5-20, after its own slow start
+        return {
+            "added_delay_ms": statistics.median(loaded) - idle,
+            "p90_added_delay_ms": loaded[int(len(loaded) * 0.9)] - idle,
+            "tcp_share": statistics.mean(steady) / BOTTLENECK,
+        }
+    finally:
+        for p in procs:
+            if p.popen.poll() is None:
+                p.popen.kill()
+        subprocess.run(["bash", "-c", NETNS_TEARDOWN], check=False)
+
+
+# ---------------------------------------------------------------------- the table
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--size", type=int, default=100_000_000)
+    p.add_argument("--lossy-size", type=int, default=10_000_000)
+    p.add_argument("--idle", type=int, default=10_000)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--skip-netns", action="store_true")
+    ns = p.parse_args(argv)
+    size = ns.size
+    print(f"txutp benchmark suite: {ns.runs} runs per row, {size / MB:.0f} MB transfers, medians", flush=True)
+    base = _base_cost()
+    rows: dict[str, Row] = {}
+
+    def run(name: str, fn: Callable[[], dict[str, float]], runs: int | None = None) -> None:
+        row = rows.setdefault(name, Row(name, ""))
+        for i in range(runs or ns.runs):
+            result = fn()
+            main_key = next(iter(result))
+            row.add(result[main_key], **result)
+            print(f"  {name} [{i + 1}]: " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()), flush=True)
+
+    # Interleave the runs of the throughput rows so drift hits them alike.
+    transfers: list[tuple[str, Callable[[], dict[str, float]]]] = [
+        ("txutp -> txutp", lambda: bulk(txutp_sink(), txutp_source(size), ("python", "python"), base, size)),
+        (
+            "utp-native -> utp-native (4 MiB buffers)",
+            lambda: bulk(node_sink(), node_source(size), ("node", "node"), base, size),
+        ),
+        (
+            "utp-native -> utp-native (as shipped)",
+            lambda: bulk(node_sink(0), node_source(size, 0), ("node", "node"), base, size),
+        ),
+        ("libtorrent -> libtorrent", lambda: libtorrent_pair(size, base)),
+        ("txutp -> utp-native", lambda: bulk(node_sink(), txutp_source(size), ("python", "node"), base, size)),
+        ("utp-native -> txutp", lambda: bulk(txutp_sink(), node_source(size), ("node", "python"), base, size)),
+        ("Twisted raw UDP ceiling", udp_ceiling),
+    ]
+    for _ in range(ns.runs):
+        for name, fn in transfers:
+            run(name, fn, runs=1)
+    run("10k idle connections", lambda: idle_connections(ns.idle), runs=1)
+    for _ in range(ns.runs):
+        run("lossy: txutp", lambda: lossy("txutp", ns.lossy_size), runs=1)
+        run("lossy: utp-native", lambda: lossy("utp-native", ns.lossy_size), runs=1)
+    if not ns.skip_netns:
+        run("LEDBAT at 20 Mbit/s", ledbat_bottleneck, runs=1)
+
+    def m(name: str, key: str | None = None) -> float:
+        row = rows.get(name)
+        if row is None:
+            return float("nan")
+        return row.median if key is None else row.extra_median(key)
+
+    tx = m("txutp -> txutp")
+    table: list[tuple[str, str, str, str]] = []
+
+    def line(what: str, value: str, ratio: str, target: str) -> None:
+        table.append((what, value, ratio, target))
+
+    un_raised, un_shipped = m("utp-native -> utp-native (4 MiB buffers)"), m("utp-native -> utp-native (as shipped)")
+    lt, ceiling = m("libtorrent -> libtorrent"), m("Twisted raw UDP ceiling")
+    line("txutp -> txutp goodput", f"{tx:.0f} MB/s", "", "")
+    line("  vs libtorrent -> libtorrent", f"{lt:.0f} MB/s", f"{tx / lt:.2f}x", ">= 1.5x")
+    line("  vs utp-native -> utp-native (4 MiB)", f"{un_raised:.0f} MB/s", f"{tx / un_raised:.2f}x", ">= 1.0x")
+    line("  vs utp-native -> utp-native (shipped)", f"{un_shipped:.0f} MB/s", f"{tx / un_shipped:.2f}x", "")
+    line("  vs Twisted raw-UDP ceiling", f"{ceiling:.0f} MB/s", f"{tx / ceiling:.2f}x", ">= 0.5x")
+    cpu_tx, cpu_un = m("txutp -> txutp", "cpu_s_per_gb"), m("utp-native -> utp-native (4 MiB buffers)", "cpu_s_per_gb")
+    line("CPU s/GB, both sides: txutp", f"{cpu_tx:.1f} s", f"{cpu_tx / cpu_un:.2f}x libutp", "<= 3x")
+    line("CPU s/GB, both sides: utp-native", f"{cpu_un:.1f} s", "", "")
+    line("peak RSS per process: txutp", f"{m('txutp -> txutp', 'rss_mib'):.0f} MiB", "", "")
+    for name in ("txutp -> utp-native", "utp-native -> txutp"):
+        v = m(name)
+        line(name, f"{v:.0f} MB/s", f"{v / un_shipped:.2f}x shipped, {v / un_raised:.2f}x 4 MiB", ">= 1.0x shipped")
+    idle_kib = m("10k idle connections", "kib_per_connection")
+    line(f"{ns.idle} idle connections", f"{idle_kib:.1f} KiB each", "", "<= 8 KiB")
+    line("  handshakes per second", f"{m('10k idle connections', 'handshakes_per_s'):.0f}/s", "", "")
+    lt_tx, lt_un = m("lossy: txutp"), m("lossy: utp-native")
+    line("2 % loss, 40 ms RTT: txutp", f"{lt_tx:.2f} MB/s", f"{lt_tx / lt_un:.2f}x utp-native", ">= 1.0x")
+    line("2 % loss, 40 ms RTT: utp-native", f"{lt_un:.2f} MB/s", "", "")
+    if "LEDBAT at 20 Mbit/s" in rows:
+        line(
+            "LEDBAT added delay at 20 Mbit/s",
+            f"{m('LEDBAT at 20 Mbit/s', 'added_delay_ms'):.0f} ms",
+            f"p90 {m('LEDBAT at 20 Mbit/s', 'p90_added_delay_ms'):.0f} ms",
+            "<= 120 ms",
+        )
+        line("  share left to a CUBIC TCP flow", f"{m('LEDBAT at 20 Mbit/s', 'tcp_share'):.0%}", "", ">= 80 %")
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(("row", "value", "ratio", "target"), widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if ns.json:
+        ns.json.parent.mkdir(parents=True, exist_ok=True)
+        ns.json.write_text(
+            json.dumps({name: {"values": r.values, "extra": r.extra} for name, r in rows.items()}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""A bulk-transfer peer over txutp's Twisted endpoints, for the benchmarks.
+
+    python bench/utp_bulk.py listen PORT (sink | source N) [--interface ADDR] [--verify]
+    python bench/utp_bulk.py connect HOST PORT (sink | source N) [--verify]
+
+``source N`` writes N bytes of the interop stream (``tests/peers/stream.py``, the
+same bytes the utp-native and libtorrent peers use) through a streaming producer
+and half-closes; ``sink`` reads until the peer's EOF. A connecting sink first sends
+one byte, ``G``, because a libutp acceptor cannot send before its client does.
+Listeners print ``READY <port>``; every run ends with one JSON line on stdout:
+bytes, seconds (connection made to EOF or, for a source, to the close) and MB/s,
+plus the connection's statistics. ``--verify`` checks the received bytes against
+the interop stream (it costs CPU, so benchmarks leave it off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "peers"))
+
+import stream  # type: ignore[import-not-found]  # noqa: E402
+from twisted.internet import reactor as _reactor  # noqa: E402
+from twisted.internet.endpoints import clientFromString, serverFromString  # noqa: E402
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer  # noqa: E402
+from twisted.internet.protocol import Factory, Protocol  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+from zope.interface import implementer  # noqa: E402
+
+reactor: Any = _reactor
+CHUNK = 256 * 1024
+
+
+@implementer(IPushProducer)
+class _Source:
+    def __init__(self, proto: BulkProtocol, total: int) -> None:
+        self.proto = proto
+        self.remaining = total
+        self.offset = 0
+        self.paused = False
+        block = stream.block()
+        self.size = len(block)
+        self.block = block * (2 + CHUNK // len(block))
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        transport = self.proto.transport
+        assert transport is not None
+        block, size = self.block, self.size
+        while not self.paused and self.remaining > 0:
+            n = min(CHUNK, self.remaining)
+            start = self.offset % size
+            transport.write(block[start : start + n])
+            self.offset += n
+            self.remaining -= n
+        if self.remaining == 0 and not self.paused:
+            transport.unregisterProducer()
+            transport.loseWriteConnection()  # type: ignore[attr-defined]
+            self.remaining = -1
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+        self.remaining = 0
+
+
+@implementer(IHalfCloseableProtocol)
+class BulkProtocol(Protocol):
+    def __init__(self, result: dict[str, Any], mode: str, total: int, connecting: bool, verify: bool) -> None:
+        self.result = result
+        self.mode = mode
+        self.total = total
+        self.connecting = connecting
+        self.verify = verify
+        self.received = 0
+        self.chunks: list[bytes] = []
+        self.started = 0.0
+
+    def connectionMade(self) -> None:
+        self.started = time.perf_counter()
+        transport: Any = self.transport
+        if self.result.get("report"):
+            self._report()
+        if self.mode == "source":
+            source = _Source(self, self.total)
+            transport.registerProducer(source, True)
+            source.resumeProducing()
+        elif self.connecting:
+            transport.write(b"G")
+            transport.loseWriteConnection()
+
+    def _report(self) -> None:
+        stats = getattr(self.transport, "stats", None)
+        if stats is not None and self.transport is not None:
+            s = stats()
+            print(
+                f"t={time.perf_counter() - self.started:.1f} cwnd={s.cwnd} delay_us={s.current_delay_us} "
+                f"rtt={s.rtt} rtx={s.retransmissions} timeouts={s.timeouts} {s.congestion}",
+                file=sys.stderr,
+                flush=True,
+            )
+            reactor.callLater(1.0, self._report)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.verify:
+            self.chunks.append(data)
+
+    def readConnectionLost(self) -> None:
+        self.result["seconds"] = time.perf_counter() - self.started
+        if self.mode == "sink":
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
+        end = time.perf_counter()
+        seconds = end - self.started
+        if self.mode == "sink":
+            seconds = self.result.get("seconds", seconds)
+        result = self.result
+        result.update(
+            bytes=self.received,
+            seconds=seconds,
+            mb_per_s=(self.received if self.mode == "sink" else self.total) / seconds / 1e6,
+            reason=reason.getErrorMessage() if not reason.check(Exception) else "",
+            clean=type(reason.value).__name__ == "ConnectionDone",
+        )
+        stats = getattr(self.transport, "stats", None)
+        if stats is not None:
+            s = stats()
+            result["stats"] = {
+                "retransmissions": s.retransmissions,
+                "fast_retransmits": s.fast_retransmits,
+                "timeouts": s.timeouts,
+                "packets_sent": s.packets_sent,
+                "packets_received": s.packets_received,
+                "mtu": s.mtu,
+                "rtt": s.rtt,
+            }
+        if self.verify and self.mode == "sink":
+            data = b"".join(self.chunks)
+            result["stream_match"] = data == stream.stream_bytes(0, len(data))
+        reactor.callLater(0.2, reactor.stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and "--startup-only" in sys.argv:
+        return 0  # everything imported: the start-up cost the benchmark subtracts
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("role", choices=["listen", "connect"])
+    p.add_argument("args", nargs="+")
+    p.add_argument("--interface", default="127.0.0.1")
+    p.add_argument("--verify", action="store_true")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--report", action="store_true", help="print the connection's statistics every second on stderr")
+    ns = p.parse_args(argv)
+    args = list(ns.args)
+    if ns.role == "listen":
+        port, mode, rest = int(args[0]), args[1], args[2:]
+    else:
+        host, port, mode, rest = args[0], int(args[1]), args[2], args[3:]
+    total = int(rest[0]) if mode == "source" else 0
+    result: dict[str, Any] = {"role": ns.role, "mode": mode}
+    if ns.report:
+        result["report"] = True
+
+    def factory() -> Factory:
+        return Factory.forProtocol(lambda: BulkProtocol(result, mode, total, ns.role == "connect", ns.verify))
+
+    if ns.role == "listen":
+        interface = ns.interface.replace(":", "\\:")
+        endpoint = serverFromString(reactor, f"utp:{port}:interface={interface}")
+        d = endpoint.listen(factory())
+        d.addCallback(lambda lp: print(f"READY {lp.getHost().port}", flush=True))
+    else:
+        endpoint = clientFromString(reactor, f"utp:host={host.replace(':', chr(92) + ':')}:port={port}:timeout=10")
+        d = endpoint.connect(factory())
+
+    def failed(f: Failure) -> None:
+        result["error"] = f.getErrorMessage()
+        reactor.stop()
+
+    d.addErrback(failed)
+    reactor.callLater(ns.timeout, lambda: (result.setdefault("error", "timeout"), reactor.stop()))
+    reactor.run()
+    print(json.dumps(result), flush=True)
+    return 0 if "error" not in result else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
