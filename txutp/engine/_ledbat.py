@@ -61,7 +61,6 @@ class LEDBAT(CongestionController):
         "their_delay",
     )
 
-
     def __init__(self, *, mss: int, initial_cwnd: int, max_cwnd: int, config: UTPConfig | None = None) -> None:
         config = config or UTPConfig()
         self.mss = mss
