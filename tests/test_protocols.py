@@ -435,18 +435,25 @@ class RobustnessTests(ProtocolTestCase):
         port = await self.listen(echoFactory())
         client = await self.connect(port, Factory.forProtocol(Collector))
         mux = client.transport._mux
-        realWrite = mux.port.write
+        realWrite, realSendmsg = mux._sendto, mux._sendmsg
         calls = [0]
 
-        def flakyWrite(data, addr):
+        def flaky() -> None:
             calls[0] += 1
             if calls[0] % 7 == 0:
                 raise OSError(errno.ENOBUFS, "No buffer space available")
             if calls[0] % 11 == 0:
                 raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+        def flakyWrite(data, addr):
+            flaky()
             return realWrite(data, addr)
 
-        mux.port.write = flakyWrite
+        def flakySendmsg(*args):
+            flaky()
+            return realSendmsg(*args)
+
+        mux._sendto, mux._sendmsg = flakyWrite, flakySendmsg
         payload = os.urandom(500_000)
         client.transport.write(payload)
         while len(client.data) < len(payload):
@@ -517,7 +524,7 @@ class PathMTUTests(ProtocolTestCase):
         mux = client.transport._mux
         sock = mux.port.socket
         self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER), _PMTUDISC_DONT)
-        realWrite = mux.port.write
+        realWrite = mux._sendto
         modes: list[tuple[bool, int]] = []
         tooBig: list[int] = []
 
@@ -525,10 +532,10 @@ class PathMTUTests(ProtocolTestCase):
             modes.append((isinstance(data, DontFragment), sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER)))
             if isinstance(data, DontFragment) and len(tooBig) < 2:
                 tooBig.append(len(data))
-                raise error.MessageLengthError("message too long")
+                raise OSError(errno.EMSGSIZE, "Message too long")
             return realWrite(data, addr)
 
-        mux.port.write = recordingWrite
+        mux._sendto = recordingWrite
         payload = os.urandom(2 * 1024 * 1024)
         client.transport.write(payload)
         while len(client.data) < len(payload):

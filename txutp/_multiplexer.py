@@ -99,6 +99,8 @@ class MultiplexerStats:
     send_errors: int = 0
     #: sendmsg calls that sent a run of datagrams at once (UDP GSO).
     gso_sends: int = 0
+    #: Reads that returned several datagrams coalesced by the kernel (UDP GRO).
+    gro_reads: int = 0
     #: Non-uTP datagrams dropped because no user datagram protocol was given.
     garbage_dropped: int = 0
     #: Non-uTP datagrams handed to the user datagram protocol.
@@ -207,6 +209,7 @@ class _BatchingPort(udp.Port):
                     if level == _SOL_UDP and kind == _UDP_GRO:
                         segment = int.from_bytes(value[:4], sys.byteorder)
             if segment and len(data) > segment:
+                self.protocol.stats.gro_reads += 1
                 for start in range(0, len(data), segment):
                     received(data[start : start + segment], addr)
             else:
@@ -256,6 +259,9 @@ class UTPMultiplexer(DatagramProtocol):
         self._readPending = False
         self._dfLevels: list[tuple[int, int]] = []
         self._gso = False
+        #: The socket's sendto and sendmsg (a seam for tests that make sending fail).
+        self._sendto: Any = None
+        self._sendmsg: Any = None
 
     # ------------------------------------------------------------------ port lifecycle
 
@@ -279,6 +285,10 @@ class UTPMultiplexer(DatagramProtocol):
             self.port = self.reactor.listenUDP(port, self, interface=interface, maxPacketSize=MAX_PACKET_SIZE)
         self._raiseSocketBuffers()
         self._setupDontFragment()
+        sock = getattr(self.port, "socket", None)
+        if sock is not None:
+            self._sendto = sock.sendto
+            self._sendmsg = sock.sendmsg
 
     def _raiseSocketBuffers(self) -> None:
         sock = getattr(self.port, "socket", None)
@@ -630,8 +640,8 @@ class UTPMultiplexer(DatagramProtocol):
 
     def _sendBatch(self, out: list[tuple[bytes, Any]]) -> None:
         """Send the datagrams of one flush, runs of equal-sized ones with one ``sendmsg`` each (GSO)."""
-        sock = getattr(self.port, "socket", None)
-        if not self._gso or sock is None:
+        sendmsg = self._sendmsg
+        if not self._gso or sendmsg is None:
             for data, addr in out:
                 self._sendDatagram(data, addr)
             return
@@ -659,9 +669,7 @@ class UTPMultiplexer(DatagramProtocol):
                 continue
             run = out[i:j]
             try:
-                sock.sendmsg(
-                    [b"".join([d for d, _ in run])], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr
-                )
+                sendmsg([b"".join([d for d, _ in run])], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
             except BlockingIOError:
                 stats.send_errors += j - i  # the socket buffer is full: lost, as on a congested link
             except OSError as e:
@@ -682,14 +690,14 @@ class UTPMultiplexer(DatagramProtocol):
         port = self.port
         if port is None or self._closed:
             return
-        sock = getattr(port, "socket", None)
+        sendto = self._sendto
         dontFragment = isinstance(data, DontFragment) and self._dfLevels
         try:
             if dontFragment:
                 self._setDontFragment(True)
             try:
-                if sock is not None:
-                    sock.sendto(data, addr)  # Twisted's write() would validate the address each time
+                if sendto is not None:
+                    sendto(data, addr)  # Twisted's write() would validate the address each time
                 else:  # pragma: no cover - non-POSIX reactors
                     port.write(data, addr)
             finally:
