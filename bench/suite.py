@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=int, default=10_000)
     p.add_argument("--json", type=Path)
     p.add_argument("--skip-netns", action="store_true")
+    p.add_argument("--rows", nargs="*", default=[], help="run only the rows whose names contain one of these")
     ns = p.parse_args(argv)
     size = ns.size
     print(f"txutp benchmark suite: {ns.runs} runs per row, {size / MB:.0f} MB transfers, medians", flush=True)
@@ -377,9 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Row] = {}
 
     def run(name: str, fn: Callable[[], dict[str, float]], runs: int | None = None) -> None:
+        if ns.rows and not any(r in name for r in ns.rows):
+            return
         row = rows.setdefault(name, Row(name, ""))
         for i in range(runs or ns.runs):
-            result = fn()
+            try:
+                result = fn()
+            except Exception as e:  # one failed row must not lose the others
+                print(f"  {name}: FAILED: {e}", flush=True)
+                row.note = str(e)
+                continue
             main_key = next(iter(result))
             row.add(result[main_key], **result)
             print(f"  {name} [{i + 1}]: " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()), flush=True)
@@ -450,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             "<= 120 ms",
         )
         line("  share left to a CUBIC TCP flow", f"{m('LEDBAT at 20 Mbit/s', 'tcp_share'):.0%}", "", ">= 80 %")
+    table = [r for r in table if "nan" not in r[1]]
     widths = [max(len(r[i]) for r in table) for i in range(4)]
     print()
     print("  ".join(h.ljust(w) for h, w in zip(("row", "value", "ratio", "target"), widths)))

@@ -48,12 +48,15 @@ def main() -> int:
     sock.connect((host, port))
     chunk = b"t" * 65536
     end = time.monotonic() + seconds
+    sent = 0
     with sock:
         while time.monotonic() < end:
             try:
                 sock.sendall(chunk)
             except OSError:
                 break
+            sent += len(chunk)
+    print(json.dumps({"sent": sent, "congestion_control": algorithm}), flush=True)
     return 0
 
 
