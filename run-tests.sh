@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a virtualenv (.venv) with txutp and its test tools, then run lint, types and tests.
+# Set up a virtualenv (.venv) with txutp and its test tools, then run lint, types, the docs build and tests.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -7,7 +7,12 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,dev]'
-echo "== ruff"; .venv/bin/python -m ruff check txutp tests bench
+# A strict editable install (a link tree in build/): the Twisted plugins (utp: endpoints, twistd utp) and
+# utpcat work from any directory, as after `pip install .`; re-run after adding files. The warning filter
+# silences setuptools' banner about editable installs.
+PYTHONWARNINGS=ignore::UserWarning .venv/bin/python -m pip install --quiet -e '.[test,dev,docs]' \
+    --config-settings editable_mode=strict
+echo "== ruff"; .venv/bin/python -m ruff check txutp tests bench examples docs
 echo "== mypy"; .venv/bin/python -m mypy
+echo "== docs"; .venv/bin/sphinx-build -W -E -q -b html docs docs/_build/html
 echo "== tests"; exec .venv/bin/python -m pytest "$@"
