@@ -1118,9 +1118,36 @@ class UTPConnection:
         self._tx_count += 1
         self._inflight[seq] = entry
         self._in_flight_bytes += len(payload)
+        datagram = self._data_datagram(seq, payload, is_fin, now)
+        if probe:
+            entry.probe = True
+            self._probe_seq = seq
+            self.mtu_probes += 1
+            datagram = DontFragment(datagram)
+        self._out.append(datagram)
+        self.bytes_sent += len(payload)
+
+    def _retransmit(self, seq: int, entry: _Sent, now: float) -> None:
+        entry.lost = False
+        entry.transmissions += 1
+        entry.sent_at = now
+        entry.tx = self._tx_count
+        self._tx_count += 1
+        self._in_flight_bytes += len(entry.payload)
+        self._out.append(self._data_datagram(seq, entry.payload, entry.is_fin, now))
+        self.retransmissions += 1
+
+    def _data_datagram(self, seq: int, payload: bytes, is_fin: bool, now: float) -> bytes:
+        """A DATA or FIN datagram, fresh header included; the ACK rides on it."""
         wnd = self._receive_window()
         self._sent_window = wnd
-        datagram = (
+        self.packets_sent += 1
+        self._unacked_in_order = 0
+        if not self._reorder:
+            self._ack_pending = False  # with data missing, a STATE still carries the selective ACK
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self._rtt.rto
+        return (
             _pack(
                 0x11 if is_fin else 0x01,
                 0,
@@ -1133,48 +1160,6 @@ class UTPConnection:
             )
             + payload
         )
-        if probe:
-            entry.probe = True
-            self._probe_seq = seq
-            self.mtu_probes += 1
-            datagram = DontFragment(datagram)
-        self._out.append(datagram)
-        self.packets_sent += 1
-        self.bytes_sent += len(payload)
-        self._unacked_in_order = 0
-        if not self._reorder:
-            self._ack_pending = False  # the ACK rides on the data
-        if self._rto_deadline is None:
-            self._rto_deadline = now + self._rtt.rto
-
-    def _retransmit(self, seq: int, entry: _Sent, now: float) -> None:
-        entry.lost = False
-        entry.transmissions += 1
-        entry.sent_at = now
-        entry.tx = self._tx_count
-        self._tx_count += 1
-        self._in_flight_bytes += len(entry.payload)
-        wnd = self._receive_window()
-        self._sent_window = wnd
-        self._out.append(
-            _pack(
-                0x11 if entry.is_fin else 0x01,
-                0,
-                self.send_id,
-                int(now * 1_000_000) & _M32,
-                self._reply_micro,
-                wnd,
-                seq,
-                self._ack_nr,
-            )
-            + entry.payload
-        )
-        self.packets_sent += 1
-        self.retransmissions += 1
-        if not self._reorder:
-            self._ack_pending = False
-        if self._rto_deadline is None:
-            self._rto_deadline = now + self._rtt.rto
 
     def _send_state(self, now: float, *, keepalive: bool = False) -> None:
         """A bare ACK (ST_STATE), with a selective ACK when data is missing."""
