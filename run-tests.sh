@@ -12,6 +12,9 @@ fi
 # silences setuptools' banner about editable installs.
 PYTHONWARNINGS=ignore::UserWarning .venv/bin/python -m pip install --quiet -e '.[test,dev,docs]' \
     --config-settings editable_mode=strict
+# The real uTP peers of the interop tests (npm utp-native, PyPI libtorrent); a peer that cannot be
+# installed stops here with a message naming it (the interop tests would fail without it, never skip).
+echo "== interop peers"; tests/peers/setup_peers.sh .venv/bin/python
 echo "== ruff"; .venv/bin/python -m ruff check txutp tests bench examples docs
 echo "== mypy"; .venv/bin/python -m mypy
 echo "== docs"; .venv/bin/sphinx-build -W -E -q -b html docs docs/_build/html

@@ -27,6 +27,8 @@ MODE is one of (the same as ``tests/peers/utp_native_peer.js``):
 ``reset-after N``
     once N bytes arrived, ``abort()`` (a RESET goes out). A connecting
     ``reset-after`` first sends ``G``.
+``abort-after-send N``
+    (txutp only) send N stream bytes, then ``abort()`` instead of a FIN.
 ``bt-download TORRENT``
     (connect only) BitTorrent client over uTP: handshake, interested, pipelined
     16 KiB requests, every piece checked against its SHA-1 in TORRENT.
@@ -103,7 +105,17 @@ TYPE_NAMES = {0: "DATA", 1: "FIN", 2: "STATE", 3: "RESET", 4: "SYN"}
 LOSS = {"drop": 0.0, "seed": 1}
 #: Most datagrams read per batch before events are drained and ACKs sent (``--batch``).
 BATCH = {"max": 1024}
-MODES = ["sink", "source", "echo", "pingpong", "reset-after", "bt-download", "bt-download-halfclose", "bt-seed"]
+MODES = [
+    "sink",
+    "source",
+    "echo",
+    "pingpong",
+    "reset-after",
+    "abort-after-send",
+    "bt-download",
+    "bt-download-halfclose",
+    "bt-seed",
+]
 
 
 # ============================================================================ packet log
@@ -418,13 +430,13 @@ class StreamApp(App):
         if self.mode == "source" and self.t_done is None:
             self.t_done = now  # our FIN was acknowledged: every byte arrived
         super().on_terminated(event, now)
-        if self.mode == "reset-after" and isinstance(event, ConnectionAborted):
+        if self.mode in ("reset-after", "abort-after-send") and isinstance(event, ConnectionAborted):
             self.error = None  # we asked for it
 
     def pump(self, now: float) -> None:
         if not self.connected or self.finished or self._blocked or self.conn is None:
             return
-        if self.mode in ("source", "pingpong"):
+        if self.mode in ("source", "pingpong", "abort-after-send"):
             while self.sent < self.n:
                 size = min(CHUNK, self.n - self.sent)
                 data = stream_bytes(self.sent, size)
@@ -435,6 +447,10 @@ class StreamApp(App):
                     self.sent += k
                 if k < size:
                     return
+            if self.mode == "abort-after-send":
+                self.t_done = now
+                self.conn.abort(now)  # a RESET instead of a FIN
+                return
             self.end(now)
         elif self.mode == "echo":
             if self.echo_buf:
@@ -994,7 +1010,9 @@ def summarize(s: dict[str, Any]) -> dict[str, Any]:
     else:  # reset-after on one side or the other: no throughput figure
         row["bytes"] = me.get("bytes") if mode == "reset-after" else peer.get("bytes")
         row["mb_per_s"] = None
-    if "reset-after" in (mode, peer.get("mode")):
+    if mode == "abort-after-send":
+        row["bytes"] = peer.get("bytes")
+    if "reset-after" in (mode, peer.get("mode")) or mode == "abort-after-send":
         row["mb_per_s"] = None  # an aborted transfer has no throughput figure
     if isinstance(row["mb_per_s"], float):
         row["mb_per_s"] = round(row["mb_per_s"], 1)
@@ -1100,13 +1118,13 @@ def suite(args: argparse.Namespace) -> int:
         lambda s: "ConnectionReset" in str(s["txutp"].get("error")),
     )
     add(
-        "RESET from txutp (abort after 100000), utp-native connects and sends",
-        node("reset-from-txutp", "listen", ["reset-after", "100000"], ["source", str(size)]),
+        "RESET from txutp (abort after sending 1 MB), txutp connects, utp-native sinks",
+        node("reset-from-txutp-conn", "connect", ["abort-after-send", str(esize)], ["sink"]),
         lambda s: s["peer"].get("error") == "UTP_ECONNRESET" and "ConnectionAborted" in _evs(s),
     )
     add(
-        "RESET from txutp (abort after 100000), txutp connects",
-        node("reset-from-txutp-conn", "connect", ["reset-after", "100000"], ["source", str(size)]),
+        "RESET from txutp (abort after sending 1 MB), utp-native connects and sinks",
+        node("reset-from-txutp", "listen", ["abort-after-send", str(esize)], ["sink"]),
         lambda s: s["peer"].get("error") == "UTP_ECONNRESET" and "ConnectionAborted" in _evs(s),
     )
     if not args.no_libtorrent:
@@ -1147,6 +1165,19 @@ def suite(args: argparse.Namespace) -> int:
             )
     if args.extended:
         # Slow (30-45 s each) and showing known quirks: see the interop report.
+        # utp-native quirk: a utp-native that is itself sending does not surface an ST_RESET
+        # to JavaScript (libutp stops the connection, but the stream never emits 'error' or
+        # 'close'): these two time out on the utp-native side (expected to fail).
+        add(
+            "RESET from txutp (abort after 100000) while utp-native sends, utp-native connects",
+            node("reset-while-sending", "listen", ["reset-after", "100000"], ["source", str(size)]),
+            lambda s: s["peer"].get("error") == "UTP_ECONNRESET" and "ConnectionAborted" in _evs(s),
+        )
+        add(
+            "RESET from txutp (abort after 100000) while utp-native sends, txutp connects",
+            node("reset-while-sending-conn", "connect", ["reset-after", "100000"], ["source", str(size)]),
+            lambda s: s["peer"].get("error") == "UTP_ECONNRESET" and "ConnectionAborted" in _evs(s),
+        )
         add(
             "keep-alives: utp-native idles 35 s before sending (both sides send ack_nr-1 keep-alives)",
             node("keepalive", "connect", ["sink"], ["source", "2000000", "--idle", "35"]),
@@ -1220,18 +1251,11 @@ def main(argv: list[str] | None = None) -> int:
     def opts(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "mode",
-            choices=[
-                "sink",
-                "source",
-                "echo",
-                "pingpong",
-                "reset-after",
-                "bt-download",
-                "bt-download-halfclose",
-                "bt-seed",
-            ],
+            choices=MODES,
         )
-        p.add_argument("arg", nargs="?", help="byte count (source, pingpong, reset-after) or .torrent (bt-*)")
+        p.add_argument(
+            "arg", nargs="?", help="byte count (source, pingpong, reset-after, abort-after-send) or .torrent (bt-*)"
+        )
         p.add_argument("--bufsize", type=int, default=4 * 1024 * 1024)
         p.add_argument("--log-packets", metavar="FILE")
         p.add_argument("--timeout", type=float, default=120.0)
@@ -1267,7 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
     BATCH["max"] = args.batch
     if args.cmd == "suite":
         return suite(args)
-    if args.mode in ("source", "pingpong", "reset-after") and (args.arg is None or not args.arg.isdigit()):
+    counted = ("source", "pingpong", "reset-after", "abort-after-send")
+    if args.mode in counted and (args.arg is None or not args.arg.isdigit()):
         parser.error(f"{args.mode} needs a byte count")
     if (args.mode.startswith("bt-download") and args.cmd != "connect") or (
         args.mode == "bt-seed" and args.cmd != "listen"

@@ -8,6 +8,7 @@ independent of libutp. Subcommands::
     libtorrent_peer.py seed     --size N [--dir DIR] [--piece-size B] [--port P] [--torrent-out PATH]
                                 [--duration S]
     libtorrent_peer.py download --torrent PATH --peer HOST:PORT [--dir DIR] [--port P] [--timeout S]
+                                [--linger S]
 
 * ``make`` writes ``DIR/interop-N.bin`` (the first N bytes of the interop stream,
   :mod:`tests.peers.stream`) and a v1-only .torrent for it (default piece size
@@ -23,7 +24,10 @@ independent of libutp. Subcommands::
   ``bytes``, ``sha256`` of the file, ``stream_match`` (whether it is the interop
   stream), ``seconds``, ``mb_per_s``, ``hashfails`` and ``peers`` (with their uTP
   flag). libtorrent checks every piece's SHA-1 as it arrives; ``ok`` also requires
-  that every peer that transferred payload was a uTP peer.
+  that every peer that transferred payload was a uTP peer. Once done it pauses the
+  torrent (closing the connection with a FIN) and keeps the session until its uTP
+  sockets are closed (at most ``--linger`` seconds), so that a FIN lost on the way
+  is retransmitted.
 
 libtorrent facts to know (shared reference §10): a TCP listen socket opens even
 with incoming TCP disabled (it accepts nothing); the Python peer-info flags lack a
@@ -178,6 +182,18 @@ def merge_peers(seen: dict[str, dict[str, Any]], handle: Any) -> None:
 CONNECT_TRANSPORTS: list[str] = []
 
 
+def utp_counters(ses: Any, timeout: float = 2.0) -> dict[str, int]:
+    """The session's uTP counters (packets, losses, timeouts, resends, uTP socket states)."""
+    ses.post_session_stats()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.session_stats_alert):
+                return {k.split(".", 1)[1]: int(v) for k, v in a.values.items() if "utp" in k}
+    return {}
+
+
 def drain_alerts(ses: Any) -> int:
     """Log the interesting alerts; return how many pieces failed their hash check."""
     hashfails = 0
@@ -272,6 +288,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
         "peers": list(seen.values()),
         "all_utp": all(p["utp"] for p in seen.values()),
         "connect_transports": CONNECT_TRANSPORTS,
+        "utp_counters": utp_counters(ses),
     }
     out(json.dumps(summary))
     del ses
@@ -327,6 +344,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - t0
     st = handle.status()
     merge_peers(seen, handle)
+    if done and args.linger > 0:
+        # Close the peer connections gracefully and keep the session up until libtorrent's uTP
+        # sockets are closed (at most --linger seconds): a FIN lost on the way is retransmitted.
+        # Deleting the session at once would drop it, leaving the peer with a connection it
+        # never hears about again.
+        handle.pause()
+        linger_end = time.monotonic() + args.linger
+        while time.monotonic() < linger_end:
+            ses.wait_for_alert(100)
+            hashfails += drain_alerts(ses)
+            c = utp_counters(ses, timeout=0.5)
+            if c and not (c.get("num_utp_connected", 0) + c.get("num_utp_fin_sent", 0) + c.get("num_utp_close_wait", 0)):
+                break
     path = directory / ti.name()  # a single-file torrent
     sha = hashlib.sha256()
     got = 0
@@ -358,6 +388,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         "pieces": st.num_pieces,
         "utp_only": utp_only,
         "connect_transports": CONNECT_TRANSPORTS,
+        "utp_counters": utp_counters(ses),
         "peers": list(seen.values()),
         "payload_peers": len(movers),
     }
@@ -399,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--reconnects", type=int, default=3, help="connect_peer again if no peer (default 3)")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=5.0,
+        help="once done, pause the torrent (graceful close) and keep the session until its uTP sockets "
+        "closed, at most this long (default 5 s)",
+    )
     p.set_defaults(func=cmd_download)
 
     args = parser.parse_args(argv)

@@ -21,6 +21,10 @@
 //                     connection closed, so late packets are answered by libutp (with RESETs)
 //                     (default 1; 5 for reset-after)
 //   --timeout SECONDS give up (exit 4) if the whole run takes longer (default 300)
+//   --idle SECONDS    source/pingpong: wait this long after the connection (a listener: after the
+//                     client's first data) before writing, to exercise keep-alives (default 0)
+//   --no-request      a connecting sink/reset-after does not send its "G" request byte: with a
+//                     listener that waits for the client, nothing is ever sent (server-speaks-first)
 //
 // The interop stream: byte k = BLOCK[k % 1048573], where BLOCK is the first 1 048 573
 // bytes of the SHA-256 chain h0 = sha256("txutp-interop-stream"), h(i+1) = sha256(h(i)).
@@ -111,13 +115,15 @@ function usage (msg) {
 }
 
 function parseArgs (argv) {
-  const opts = { host: '127.0.0.1', bufsize: 4 * 1024 * 1024, linger: null, timeout: 300 }
+  const opts = { host: '127.0.0.1', bufsize: 4 * 1024 * 1024, linger: null, timeout: 300, idle: 0, request: true }
   const pos = []
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
-    if (a.startsWith('--')) {
+    if (a === '--no-request') {
+      opts.request = false
+    } else if (a.startsWith('--')) {
       const key = a.slice(2)
-      if (!(key in opts)) usage('unknown option ' + a)
+      if (!(key in opts) || key === 'request') usage('unknown option ' + a)
       const v = argv[++i]
       if (v === undefined) usage('missing value for ' + a)
       opts[key] = key === 'host' ? v : Number(v)
@@ -268,15 +274,26 @@ function handle (conn) {
   })
 
   const initiator = opts.role === 'connect'
+  const startWriting = () => writeStream(conn, opts.n, () => {
+    wroteAll = true
+    endLocal()
+  })
   if (opts.mode === 'source' || opts.mode === 'pingpong') {
-    writeStream(conn, opts.n, () => {
-      wroteAll = true
-      endLocal()
-    })
-  } else if (initiator && opts.mode === 'sink') {
+    if (!opts.idle) {
+      startWriting()
+    } else if (initiator) {
+      log('idle for ' + opts.idle + ' s before writing')
+      setTimeout(startWriting, opts.idle * 1000)
+    } else {
+      conn.once('data', () => {
+        log('idle for ' + opts.idle + ' s before writing')
+        setTimeout(startWriting, opts.idle * 1000)
+      })
+    }
+  } else if (initiator && opts.request && opts.mode === 'sink') {
     conn.write(Buffer.from('G')) // libutp acceptors cannot send before the initiator's first DATA
     endLocal()
-  } else if (initiator && opts.mode === 'reset-after') {
+  } else if (initiator && opts.request && opts.mode === 'reset-after') {
     conn.write(Buffer.from('G'))
   }
 }

@@ -1,0 +1,169 @@
+"""Interoperability with libtorrent-rasterbar's own uTP (PyPI ``libtorrent``), over real UDP.
+
+A libtorrent session seeds a torrent over uTP only (TCP disabled both ways) and txutp downloads
+it through ``clientFromString(reactor, "utp:...")`` with the minimal BitTorrent peer of
+``tests/bittorrent_wire.py``, checking every piece's SHA-1; and the reverse, libtorrent
+downloading from a minimal seeder on a txutp ``serverFromString`` endpoint. Each on
+127.0.0.1 and ::1, and through a lossy, reordering relay. libtorrent's own report
+(``tests/peers/libtorrent_peer.py``) must show that its peer connection was uTP.
+
+A missing libtorrent fails these tests (never a skip): install it with
+``tests/peers/setup_peers.sh`` (``run-tests.sh`` does).
+
+libtorrent quirks met here (``shared/reference/utp-protocol.md`` §2, §10):
+
+* it refuses (answers the SYN with a FIN) while no torrent is active; its default add-torrent
+  flags (paused, auto-managed) leave a torrent inactive until the queue's next tick, so the
+  seeding peer announces READY only once the torrent is seeding (txutp reports the refusal as a
+  connection opened and ended at once);
+* its SACK extension is longer than libutp's and it puts SACKs on DATA packets too;
+* its FIN numbering: it acknowledges our FIN only with the ACK of seq = FIN, and takes our ACKs
+  after its FIN from seq = FIN + 1; txutp's ACKs after its own FIN carry both.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from twisted.internet import error, reactor
+from twisted.internet.endpoints import clientFromString, quoteStringArgument, serverFromString
+from twisted.trial.unittest import TestCase
+
+from tests.bittorrent_wire import Downloader, Seeder, Torrent
+from tests.interop_helpers import OneProtocolFactory, PeerProcess, requireLibtorrent, within
+from tests.peers.stream import expected
+from tests.twisted_helpers import closeAllSockets
+
+BIG = 20_000_000
+LOSSY = 4_000_000
+
+
+def hostPort(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class LibtorrentTestCase(TestCase):
+    timeout = 90
+
+    def setUp(self) -> None:
+        requireLibtorrent()  # fails (never skips) when the libtorrent package is missing
+        self.addCleanup(closeAllSockets)
+
+    def peer(self, *args: str) -> PeerProcess:
+        p = PeerProcess.libtorrent(*args)
+        self.addCleanup(p.cleanup)
+        return p
+
+    def relay(self, host: str, targetPort: int, seed: int) -> PeerProcess:
+        p = PeerProcess.relay(hostPort(host, targetPort), drop=0.03, reorder=0.03, seed=seed, listen=hostPort(host, 0))
+        self.addCleanup(p.cleanup)
+        return p
+
+    def assertUTPPeers(self, report: dict[str, Any]) -> None:
+        """libtorrent's report: at least one peer, and every peer connection was uTP."""
+        self.assertTrue(report["peers"], report)
+        for peer in report["peers"]:
+            self.assertTrue(peer["utp"], f"libtorrent's peer connection is not uTP: {report}")
+        for transport in report["connect_transports"]:
+            self.assertEqual(transport, "uTP", report)
+
+    # ------------------------------------------------------------------ txutp downloads
+
+    async def downloadFromLibtorrent(self, host: str, size: int, lossy: bool = False) -> None:
+        seed = self.peer("seed", "--size", str(size), "--host", host)
+        seedPort = await seed.ready(60)
+        torrent = Torrent.fromFile(await seed.line("TORRENT "))
+        self.assertEqual(torrent.length, size)
+        relay = None
+        port = seedPort
+        if lossy:
+            relay = self.relay(host, seedPort, seed=11)
+            port = await relay.ready()
+        endpoint = clientFromString(reactor, f"utp:host={quoteStringArgument(host)}:port={port}:timeout=10")
+        proto = await endpoint.connect(OneProtocolFactory(lambda: Downloader(torrent)))
+        assert isinstance(proto, Downloader)
+        self.assertEqual(proto.transport.getPeer().host, host)
+        await within(proto.done, 60, "the download from libtorrent", seed)
+        reason = await within(proto.lost, 15, "the end of txutp's connection to libtorrent", seed)
+        report = await seed.stop()
+        self.assertEqual(proto.badPieces, [])
+        self.assertEqual(sorted(proto.verified), list(range(torrent.num_pieces)))  # every piece's SHA-1
+        self.assertEqual(proto.received, size)
+        self.assertEqual(proto.fileHash.hexdigest(), expected(size)["sha256"])
+        self.assertIsNone(proto.error)
+        self.assertTrue(proto.remotePeerId.startswith(b"-LT"), proto.remotePeerId)
+        self.assertIsInstance(reason, error.ConnectionDone)  # our FIN, libtorrent's FIN, both acknowledged
+        self.assertUTPPeers(report)
+        self.assertGreaterEqual(report["uploaded"], size)
+        if relay is not None:
+            counts = await relay.stop()
+            self.assertGreater(counts["dropped_c2s"], 0, counts)
+            self.assertGreater(counts["dropped_s2c"], 0, counts)
+            self.assertGreater(report["utp_counters"]["utp_packet_resend"], 0, report)  # libtorrent recovered them
+
+    # ------------------------------------------------------------------ libtorrent downloads
+
+    async def uploadToLibtorrent(self, host: str, size: int, lossy: bool = False) -> None:
+        with tempfile.TemporaryDirectory(prefix="txutp-lt-") as directory:
+            info = await self.peer("make", "--size", str(size), "--dir", directory).result(60)
+            torrent = Torrent.fromFile(info["torrent"])
+            self.assertEqual(torrent.info_hash.hex(), info["info_hash"])
+            factory = OneProtocolFactory(lambda: Seeder(torrent))
+            port = await serverFromString(reactor, f"utp:0:interface={quoteStringArgument(host)}").listen(factory)
+            target = port.getHost().port
+            relay = None
+            if lossy:
+                relay = self.relay(host, target, seed=12)
+                target = await relay.ready()
+            download = self.peer(
+                "download", "--torrent", info["torrent"], "--peer", hostPort(host, target), "--host", host,
+                "--timeout", "90",
+            )  # fmt: skip
+            result = await download.result(100)
+        seeder = await within(factory.accepted, 1, "libtorrent's connection to the txutp seeder", download)
+        assert isinstance(seeder, Seeder)
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["hashfails"], 0, result)  # libtorrent checked every piece's SHA-1
+        self.assertEqual(result["pieces"], torrent.num_pieces)
+        self.assertEqual(result["sha256"], expected(size)["sha256"])
+        self.assertTrue(result["utp_only"], result)
+        self.assertUTPPeers(result)
+        self.assertIsNone(seeder.error)
+        self.assertTrue(seeder.remotePeerId.startswith(b"-LT"), seeder.remotePeerId)
+        self.assertGreaterEqual(seeder.sentPayload, size)
+        # libtorrent ends the connection when its session closes: its FIN (EOF here), then ours.
+        reason = await within(seeder.lost, 15, "the end of libtorrent's connection", download)
+        self.assertIsInstance(reason, error.ConnectionDone)
+        self.assertEqual(seeder.events, ["readConnectionLost", "connectionLost ConnectionDone"])
+        if relay is not None:
+            counts = await relay.stop()
+            self.assertGreater(counts["dropped_c2s"], 0, counts)
+            self.assertGreater(counts["dropped_s2c"], 0, counts)
+            self.assertGreater(seeder.stats.retransmissions, 0)  # txutp, the sender, recovered the losses
+
+
+class TxutpDownloadsTests(LibtorrentTestCase):
+    """libtorrent seeds, txutp downloads through ``clientFromString``."""
+
+    async def test_ipv4_20mb(self) -> None:
+        await self.downloadFromLibtorrent("127.0.0.1", BIG)
+
+    async def test_ipv6_20mb(self) -> None:
+        await self.downloadFromLibtorrent("::1", BIG)
+
+    async def test_lossy_path(self) -> None:
+        await self.downloadFromLibtorrent("127.0.0.1", LOSSY, lossy=True)
+
+
+class LibtorrentDownloadsTests(LibtorrentTestCase):
+    """A txutp seeder on a ``serverFromString`` endpoint; libtorrent downloads."""
+
+    async def test_ipv4_20mb(self) -> None:
+        await self.uploadToLibtorrent("127.0.0.1", BIG)
+
+    async def test_ipv6_20mb(self) -> None:
+        await self.uploadToLibtorrent("::1", BIG)
+
+    async def test_lossy_path(self) -> None:
+        await self.uploadToLibtorrent("127.0.0.1", LOSSY, lossy=True)
