@@ -355,7 +355,7 @@ def cmd_download(args: argparse.Namespace) -> int:
             ses.wait_for_alert(100)
             hashfails += drain_alerts(ses)
             c = utp_counters(ses, timeout=0.5)
-            if c and not (c.get("num_utp_connected", 0) + c.get("num_utp_fin_sent", 0) + c.get("num_utp_close_wait", 0)):
+            if c and not sum(c.get(k, 0) for k in ("num_utp_connected", "num_utp_fin_sent", "num_utp_close_wait")):
                 break
     path = directory / ti.name()  # a single-file torrent
     sha = hashlib.sha256()
