@@ -329,7 +329,9 @@ def cmd_download(args: argparse.Namespace) -> int:
         st = handle.status()
         if first_payload is None and st.total_wanted_done > 0:
             first_payload = time.monotonic() - t0
-        if st.is_seeding or (st.total_wanted_done == st.total_wanted and st.total_wanted > 0):
+        # Every piece verified and counted (total_wanted_done can reach total_wanted a moment
+        # before num_pieces does).
+        if st.is_seeding or (st.total_wanted_done == st.total_wanted > 0 and st.num_pieces == ti.num_pieces()):
             done = True
             break
         now = time.monotonic()
