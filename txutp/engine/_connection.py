@@ -880,7 +880,7 @@ class UTPConnection:
         # With few packets in flight, fewer confirmations will ever come (early retransmit, RFC 5827).
         k = min(self.config.dup_ack_threshold, 3, max(1, len(inflight) - 1))
         threshold_tx = (t1, t2, t3)[k - 1]
-        resent = 0
+        lost: list[int] = []
         congestion = False
         seq = self._snd_una
         stop = (base + highest) & _M16
@@ -889,16 +889,19 @@ class UTPConnection:
             if entry is not None and not entry.sacked and not entry.lost and entry.tx < threshold_tx:
                 if not entry.probe:
                     congestion = True  # a lost MTU probe is not congestion
-                self._mark_lost(seq, entry, fast=True)
-                resent += 1
-                if resent >= _MAX_SACK_RESENDS:
+                self._mark_lost(seq, entry, fast=True, queue=False)
+                lost.append(seq)
+                if len(lost) >= _MAX_SACK_RESENDS:
                     break
             seq = (seq + 1) & _M16
+        # Lowest first: until the hole at snd_una is repaired, the peer's cumulative ACK cannot move.
+        self._resend.extendleft(reversed(lost))
         if congestion:
             self.cc.on_loss(now=now, rtt=self._rtt.srtt)
         return newly
 
-    def _mark_lost(self, seq: int, entry: _Sent, *, fast: bool) -> None:
+    def _mark_lost(self, seq: int, entry: _Sent, *, fast: bool, queue: bool = True) -> None:
+        """Presume ``entry`` lost; queue it for retransmission (first if ``fast``) unless ``queue`` is false."""
         if entry.probe:
             self._probe_outcome(entry, False)
         if not entry.lost:
@@ -908,9 +911,10 @@ class UTPConnection:
         if fast:
             entry.fast_resent = True
             self.fast_retransmits += 1
-            self._resend.appendleft(seq)
             self._fast_credit = 1
-        else:
+            if queue:
+                self._resend.appendleft(seq)
+        elif queue:
             self._resend.append(seq)
 
     def _probe_outcome(self, entry: _Sent, got_through: bool) -> None:
