@@ -159,8 +159,8 @@ class TxutpClientTests(UtpNativeTestCase):
         self.assertStream(result["bytes"], result["sha256"], LOSSY)
         self.assertPeerClosedCleanly(result, "utp-native sink behind a lossy relay")
         self.assertEqual(proto.events, ["writeConnectionLost", "readConnectionLost", CLEAN_CLOSE])
+        # Data went client -> server; libutp ACKs once per read batch, so few ACKs to drop.
         self.assertGreater(counts["dropped_c2s"], 0, counts)
-        self.assertGreater(counts["dropped_s2c"], 0, counts)
         self.assertGreater(proto.stats.retransmissions, 0)
 
 
@@ -231,5 +231,4 @@ class TxutpServerTests(UtpNativeTestCase):
         self.assertStream(proto.received, proto.hash.hexdigest(), LOSSY)
         self.assertEqual(proto.events, ["readConnectionLost", "writeConnectionLost", CLEAN_CLOSE])
         self.assertPeerClosedCleanly(result, "utp-native source behind a lossy relay")
-        self.assertGreater(counts["dropped_c2s"], 0, counts)
-        self.assertGreater(counts["dropped_s2c"], 0, counts)
+        self.assertGreater(counts["dropped_c2s"], 0, counts)  # the data direction
