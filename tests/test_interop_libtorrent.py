@@ -16,9 +16,15 @@ libtorrent quirks met here (``shared/reference/utp-protocol.md`` §2, §10):
   flags (paused, auto-managed) leave a torrent inactive until the queue's next tick, so the
   seeding peer announces READY only once the torrent is seeding (txutp reports the refusal as a
   connection opened and ended at once);
-* its SACK extension is longer than libutp's and it puts SACKs on DATA packets too;
-* its FIN numbering: it acknowledges our FIN only with the ACK of seq = FIN, and takes our ACKs
-  after its FIN from seq = FIN + 1; txutp's ACKs after its own FIN carry both.
+* its SACKs have any length (1, 5, 7, 19 bytes... where BEP 29 says multiples of 4) and ride on
+  DATA packets too (the BitTorrent requests here); txutp takes both (seen in the lossy runs);
+* its FIN numbering: libtorrent's own FIN takes no sequence number, and after our FIN it drops
+  any packet numbered past it, while libutp expects FIN + 1; txutp sends each ACK that follows
+  its FIN in both forms (seq_nr = FIN + 1 and seq_nr = FIN), so both close;
+* it gives up on a connection once its oldest unacknowledged packet was sent 3 times
+  (``utp_num_resends``), even when only the ACKs were lost: the lossy relay drops each DATA/FIN
+  packet at most once (``udp_relay.py --drop-once``);
+* complete, it closes its connections to seeds instead of sending HAVE for the last piece.
 """
 
 from __future__ import annotations
