@@ -79,6 +79,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.bittorrent_wire import bdecode  # noqa: E402
 from tests.peers.stream import block, expected, stream_bytes  # noqa: E402
 from txutp.engine import (  # noqa: E402
     Connected,
@@ -482,33 +483,7 @@ class StreamApp(App):
 # ---------------------------------------------------------------------------- BitTorrent
 
 
-def bdecode(data: bytes, i: int = 0) -> tuple[Any, int]:
-    """Decode one bencoded value at ``data[i:]``; return it and the end offset."""
-    c = data[i : i + 1]
-    if c == b"i":
-        j = data.index(b"e", i)
-        return int(data[i + 1 : j]), j + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while data[i : i + 1] != b"e":
-            v, i = bdecode(data, i)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        d: dict[bytes, Any] = {}
-        while data[i : i + 1] != b"e":
-            k, i = bdecode(data, i)
-            start = i
-            v, i = bdecode(data, i)
-            d[k] = v
-            if k == b"info":
-                d[b"__info_span__"] = (start, i)
-        return d, i + 1
-    colon = data.index(b":", i)
-    n = int(data[i:colon])
-    return data[colon + 1 : colon + 1 + n], colon + 1 + n
+# bdecode: tests/bittorrent_wire.py (imported above), shared with the interop tests.
 
 
 class Torrent:
