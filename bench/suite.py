@@ -1,7 +1,10 @@
 """The benchmark suite: txutp against the real uTP peers and its own ceilings, side by side.
 
-    .venv/bin/python bench/suite.py [--runs 3] [--size 100000000] [--json bench/results/suite.json]
-                                    [--only ROW ...] [--skip-netns]
+    .venv/bin/python bench/suite.py [--runs 3] [--size 100000000] [--lossy-size 4194304] [--idle 10000]
+                                    [--json bench/results/suite.json] [--rows WORD ...] [--skip-netns]
+
+``--rows`` runs only the rows whose names contain one of the words (``--rows jitter loss``:
+the relay rows).
 
 Needs the interop peers (``bash tests/peers/setup_peers.sh``) and, for the LEDBAT
 row, root (network namespaces and ``tc``). Every row runs its peers as separate
@@ -17,7 +20,9 @@ Rows:
    ``libtorrent -> libtorrent``, ``txutp -> utp-native``, ``utp-native -> txutp``.
 3. The Twisted raw-UDP ceiling: 1400-byte datagrams one way (``bench/udp_blast.py``).
 4. 10 000 idle connections on one port: RSS per connection, handshakes per second.
-5. Goodput through a relay with 2 % loss and 40 ms RTT, txutp and utp-native.
+5. Goodput through ``tests/peers/udp_relay.py`` at 20 ms each way (40 ms RTT), txutp -> txutp
+   and utp-native -> utp-native in the same run (``--lossy-size``, 4 MiB): ``jitter only``
+   (2 ms of jitter, which reorders datagrams), ``loss only`` (2 % each way) and ``loss + jitter``.
 6. LEDBAT at a 20 Mbit/s ``tbf`` bottleneck in a router namespace: the queueing
    delay a txutp flow adds (UDP probe) and the share a CUBIC TCP flow gets.
 """
@@ -35,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -279,20 +285,48 @@ def idle_connections(count: int) -> dict[str, float]:
     }
 
 
-def lossy(kind: str, size: int) -> dict[str, float]:
-    sink = Proc.start(txutp_sink() if kind == "txutp" else node_sink())
-    port = sink.ready()
-    relay = Proc.start(
-        [PY, str(BENCH / "lossy_relay.py"), "--target", f"127.0.0.1:{port}", "--loss", "0.02", "--delay", "0.02"]
-    )
-    rport = relay.ready()
-    source = Proc.start(txutp_source(size)(rport) if kind == "txutp" else node_source(size)(rport))
-    source.wait(600)
-    snk = sink.wait(600)
-    relay.stop()
-    if snk.get("bytes") != size:
-        raise RuntimeError(f"lossy transfer failed: {snk}")
-    return {"mb_per_s": size / snk["seconds"] / MB}
+RELAY = PEERS / "udp_relay.py"
+#: The relay rows: name -> (title in the summary, what the path does besides its 20 ms each way, target
+#: ratio to utp-native).
+RELAY_PATHS: dict[str, tuple[str, list[str], str]] = {
+    "jitter only": ("2 ms jitter", ["--jitter", "0.002"], ">= 2.0x"),
+    "loss only": ("2 % loss", ["--drop", "0.02"], ">= 1.0x"),
+    "loss + jitter": ("2 % loss + 2 ms jitter", ["--drop", "0.02", "--jitter", "0.002"], ">= 1.5x"),
+}
+
+
+def relayed(kind: str, size: int, path: list[str], seed: int) -> dict[str, float]:
+    """A ``kind`` -> ``kind`` transfer (txutp or utp-native) through the relay, 20 ms each way plus ``path``.
+
+    Each run draws other losses (``seed``); both kinds of one run get the same draws.
+    """
+    procs: list[Proc] = []
+    try:
+        sink = Proc.start(txutp_sink() if kind == "txutp" else node_sink())
+        procs.append(sink)
+        port = sink.ready()
+        relay = Proc.start(
+            [PY, str(RELAY), "--target", f"127.0.0.1:{port}", "--delay", "0.02", "--seed", str(seed), *path]
+        )
+        procs.append(relay)
+        rport = relay.ready()
+        source = Proc.start(txutp_source(size)(rport) if kind == "txutp" else node_source(size)(rport))
+        procs.append(source)
+        source.wait(120)
+        snk = sink.wait(30)
+        counts = relay.stop()
+    finally:
+        for proc in procs:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+                proc.popen.wait()
+    if snk.get("bytes") != size or snk.get("error"):
+        raise RuntimeError(f"relayed transfer failed: {snk}")
+    return {
+        "mb_per_s": size / snk["seconds"] / MB,
+        "dropped": float(counts["dropped_c2s"] + counts["dropped_s2c"]),
+        "overtaken": float(counts["overtaken"]),
+    }
 
 
 NETNS_SETUP = """
@@ -366,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--size", type=int, default=100_000_000)
-    p.add_argument("--lossy-size", type=int, default=10_000_000)
+    p.add_argument("--lossy-size", type=int, default=4 << 20, help="bytes per transfer through the relay")
     p.add_argument("--idle", type=int, default=10_000)
     p.add_argument("--json", type=Path)
     p.add_argument("--skip-netns", action="store_true")
@@ -412,9 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in transfers:
             run(name, fn, runs=1)
     run("10k idle connections", lambda: idle_connections(ns.idle), runs=1)
-    for _ in range(ns.runs):
-        run("lossy: txutp", lambda: lossy("txutp", ns.lossy_size), runs=1)
-        run("lossy: utp-native", lambda: lossy("utp-native", ns.lossy_size), runs=1)
+    for index in range(ns.runs):
+        for path_name, (_, path, _) in RELAY_PATHS.items():
+            for kind in ("txutp", "utp-native"):
+                run(f"{path_name}: {kind}", partial(relayed, kind, ns.lossy_size, path, index + 1), runs=1)
     if not ns.skip_netns:
         run("LEDBAT at 20 Mbit/s", ledbat_bottleneck, runs=1)
 
@@ -447,9 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     idle_kib = m("10k idle connections", "kib_per_connection")
     line(f"{ns.idle} idle connections", f"{idle_kib:.1f} KiB each", "", "<= 8 KiB")
     line("  handshakes per second", f"{m('10k idle connections', 'handshakes_per_s'):.0f}/s", "", "")
-    lt_tx, lt_un = m("lossy: txutp"), m("lossy: utp-native")
-    line("2 % loss, 40 ms RTT: txutp", f"{lt_tx:.2f} MB/s", f"{lt_tx / lt_un:.2f}x utp-native", ">= 1.0x")
-    line("2 % loss, 40 ms RTT: utp-native", f"{lt_un:.2f} MB/s", "", "")
+    for path_name, (title, _, target) in RELAY_PATHS.items():
+        r_tx, r_un = m(f"{path_name}: txutp"), m(f"{path_name}: utp-native")
+        line(f"{title}, 40 ms RTT: txutp", f"{r_tx:.2f} MB/s", f"{r_tx / r_un:.2f}x utp-native", target)
+        line(f"{title}, 40 ms RTT: utp-native", f"{r_un:.2f} MB/s", "", "")
     if "LEDBAT at 20 Mbit/s" in rows:
         line(
             "LEDBAT added delay at 20 Mbit/s",

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -45,6 +45,21 @@ UTP_NATIVE_VERSION = "2.5.3"
 LIBTORRENT_VERSION = "2.1.1"
 SETUP_HINT = "install the peers with `tests/peers/setup_peers.sh .venv/bin/python` (./run-tests.sh does it)"
 CHUNK = 65536
+
+
+class RelayPath(TypedDict, total=False):
+    """A path's impairments, as :meth:`PeerProcess.relay` (``udp_relay.py``) takes them."""
+
+    drop: float
+    reorder: float
+    delay: float
+    jitter: float
+
+
+#: Random loss and reordering, no delay: the loss tests.
+LOSSY_PATH: RelayPath = {"drop": 0.03, "reorder": 0.03}
+#: A 20 ms RTT with 2 ms of jitter each way (datagrams closer together than that overtake each other), 1 % loss.
+JITTERY_PATH: RelayPath = {"drop": 0.01, "delay": 0.01, "jitter": 0.002}
 
 
 def sleep(seconds: float) -> Deferred[None]:
@@ -153,16 +168,22 @@ class PeerProcess:
     def relay(
         cls,
         target: str,
-        drop: float,
-        reorder: float,
-        seed: int,
+        drop: float = 0.0,
+        reorder: float = 0.0,
+        seed: int = 1,
         listen: str = "127.0.0.1:0",
         dropOnce: bool = True,
         log: str | None = None,
+        delay: float = 0.0,
+        jitter: float = 0.0,
     ) -> PeerProcess:
-        """``udp_relay.py``; by default a DATA/FIN packet is dropped at most once (see its ``--drop-once``)."""
+        """``udp_relay.py``; by default a DATA/FIN packet is dropped at most once (see its ``--drop-once``).
+
+        ``delay`` and ``jitter`` (seconds, one way) are its ``--delay`` and ``--jitter``.
+        """
         argv = [sys.executable, str(RELAY), "--target", target, "--listen", listen]
         argv += ["--drop", str(drop), "--reorder", str(reorder), "--seed", str(seed)]
+        argv += ["--delay", str(delay), "--jitter", str(jitter)]
         if dropOnce:
             argv.append("--drop-once")
         if log:

@@ -8,6 +8,7 @@ from tests.helpers import ScriptedBits, drain, fields, header
 from txutp.engine import (
     Connected,
     DataReceived,
+    RTTEstimator,
     UTPConfig,
     UTPConnection,
     UTPContext,
@@ -85,21 +86,43 @@ def test_sack_emitted_for_out_of_order_data_in_multiples_of_4() -> None:
     assert ack[1] == 1  # the first extension is the SACK: never >= 3
 
 
-def test_sack_holes_are_retransmitted() -> None:
+def test_sack_holes_are_retransmitted_a_reordering_window_after_a_later_delivery() -> None:
     p = Pair()
     p.client.send(_payloads(4), p.now)
     d = p.out_a()
-    p.to_b([d[0], d[2]])  # the second is lost; one packet above the hole arrived
+    p.to_b([d[0], d[2]])  # the second is missing; one packet sent after it arrived
     p.now += 0.05
     p.to_a(p.out_b())
-    # One confirmation above the hole with three packets in flight is not enough...
-    assert [decode_packet(x).seq_nr for x in p.out_a()] != [decode_packet(d[1]).seq_nr]
-    p.to_b([d[3]])  # ...two are (early retransmit: in flight - 1 = 2 transmitted after it)
-    p.to_a(p.out_b())
+    # Not at once: the second may only be late (reordering is not loss)...
+    assert [x for x in p.out_a() if x[0] == 0x01] == []
+    deadline = p.client.get_timer()
+    assert deadline is not None and p.now < deadline <= p.now + p.client.stats().reordering_window
+    # ...but once the reordering window has passed since the later packet's delivery, it is lost.
+    p.now = deadline
+    p.client.handle_timer(p.now)
     out = p.out_a()
     assert decode_packet(out[0]).seq_nr == decode_packet(d[1]).seq_nr
-    assert p.client.fast_retransmits == 1 and p.client.retransmissions == 1
-    p.to_b(out)
+    stats = p.client.stats()
+    assert stats.fast_retransmits == 1 and stats.retransmissions == 1
+    p.to_b([*out, d[3]])
+    assert p.received_by_b() == _payloads(4)
+
+
+def test_a_late_packet_arriving_within_the_reordering_window_is_not_resent() -> None:
+    p = Pair()
+    p.client.send(_payloads(4), p.now)
+    d = p.out_a()
+    p.to_b([d[0], d[2], d[3]])
+    p.now += 0.05
+    p.to_a(p.out_b())
+    p.to_b([d[1]])  # late, not lost
+    p.to_a(p.out_b())
+    deadline = p.client.get_timer()
+    if deadline is not None:
+        p.now = deadline
+        p.client.handle_timer(p.now)
+    assert [x for x in p.out_a() if x[0] == 0x01] == []
+    assert p.client.stats().retransmissions == 0
     assert p.received_by_b() == _payloads(4)
 
 
@@ -118,8 +141,13 @@ def test_libtorrent_style_sack_on_data_with_odd_length_is_accepted() -> None:
     events = drain(p.a)
     assert [e for _, e in events] == [DataReceived(b"payload")]
     # The first is acked, the third and fourth selectively; the second is the hole and is resent.
-    assert sorted(p.client._inflight) == seqs[1:]
-    assert [p.client._inflight[s].sacked for s in seqs[1:]] == [False, True, True]
+    rec = p.client._recovery
+    assert list(rec.outstanding) == [seqs[1]]
+    assert sorted(rec.sacked) == seqs[2:]
+    deadline = p.client.get_timer()
+    assert deadline is not None
+    p.now = deadline
+    p.client.handle_timer(p.now)
     assert [decode_packet(x).seq_nr for x in p.out_a() if x[0] == 0x01] == [seqs[1]]
 
 
@@ -129,8 +157,10 @@ def test_three_duplicate_acks_trigger_fast_retransmit() -> None:
     d = p.out_a()
     first = decode_packet(d[0]).seq_nr
     una_ack = (first - 1) & 0xFFFF
-    # A peer without SACK repeats its last ACK: three plain duplicate STATE packets.
-    srv_seq = p.server._seq_nr
+    # A peer without SACK repeats its last ACK: three plain duplicate STATE packets, once the
+    # first packet is overdue by more than the reordering window.
+    p.now = 0.01
+    srv_seq = p.server.final_seq_nr
     dup = header(0x21, p.client.recv_id, srv_seq, una_ack, wnd=1 << 20)
     p.to_a([dup, dup])
     assert p.out_a() == []
@@ -152,22 +182,32 @@ def test_duplicates_are_suppressed_and_reacked() -> None:
     assert len(p.out_b()) == 1  # the ACK is repeated so the sender learns it arrived
 
 
-def test_retransmission_timeout_resends_the_oldest() -> None:
+def test_tail_loss_probe_then_retransmission_timeout_resends_the_oldest() -> None:
     p = Pair()
     p.client.send(_payloads(2), p.now)
     d = p.out_a()
-    deadline = p.a.get_timer()
-    assert deadline is not None
+    # First a tail-loss probe: the newest packet again, well before the RTO.
+    deadline = p.client.get_timer()
+    assert deadline is not None and deadline < p.client.stats().rto
     p.now = deadline
-    p.a.handle_timer(p.now)
+    p.client.handle_timer(p.now)
     out = p.out_a()
+    assert [decode_packet(x).seq_nr for x in out] == [decode_packet(d[1]).seq_nr]
+    assert p.client.stats().tail_loss_probes == 1 and p.client.stats().timeouts == 0
+    # Then, still nothing heard, the retransmission timeout resends from the oldest.
+    while p.client.stats().timeouts == 0:
+        deadline = p.client.get_timer()
+        assert deadline is not None
+        p.now = deadline
+        p.client.handle_timer(p.now)
+        out = [x for x in p.out_a() if x[0] == 0x01]
     assert [decode_packet(x).seq_nr for x in out] == [decode_packet(d[0]).seq_nr]
-    assert p.client.timeout_count == 1
+    assert p.client.stats().timeouts == 1
     # Karn: no RTT sample from the retransmitted packet.
-    srtt_before = p.client._rtt.srtt
+    srtt_before = p.client.stats().rtt
     p.to_b(out)
     p.to_a(p.out_b())
-    assert p.client._rtt.srtt == srtt_before
+    assert p.client.stats().rtt == srtt_before
 
 
 def test_advertised_window_follows_the_consumer() -> None:
@@ -180,8 +220,8 @@ def test_advertised_window_follows_the_consumer() -> None:
         p.to_a(p.out_b())
         p.now += 0.01
     windows = [decode_packet(x).wnd_size for x in p.out_b()]
-    assert p.server._receive_window() == 0
-    assert p.client._peer_wnd == 0
+    assert p.server._recv.window() == 0
+    assert p.client._recovery.peer_wnd == 0
     assert p.out_a() == []  # the sender stopped
     assert windows == [] or windows[-1] == 0
     p.server.resume_reading(p.now)
@@ -198,21 +238,21 @@ def test_data_beyond_the_receive_buffer_is_dropped_not_buffered() -> None:
     p.server.pause_reading()
     # A hostile sender ignores the advertised window entirely.
     for i in range(50):
-        seq = (p.client._seq_nr + i) & 0xFFFF
-        pkt = header(0x01, p.server.recv_id, seq, p.server._seq_nr - 1) + bytes(1382)
+        seq = (p.client.final_seq_nr + i) & 0xFFFF
+        pkt = header(0x01, p.server.recv_id, seq, p.server.final_seq_nr - 1) + bytes(1382)
         p.b.receive_datagram(pkt, A, p.now)
-    assert p.server._used_receive_buffer() <= config.recv_buffer_size
+    assert p.server._recv.used <= config.recv_buffer_size
     assert p.server.dropped_packets >= 46
 
 
 def test_reorder_buffer_is_bounded_by_max_reorder_packets() -> None:
     config = UTPConfig(max_reorder_packets=8, mtu_discovery=False)
     p = Pair(config)
-    base = p.client._seq_nr
+    base = p.client.final_seq_nr
     for i in range(1, 40):
-        pkt = header(0x01, p.server.recv_id, (base + i) & 0xFFFF, p.server._seq_nr - 1) + b"x"
+        pkt = header(0x01, p.server.recv_id, (base + i) & 0xFFFF, p.server.final_seq_nr - 1) + b"x"
         p.b.receive_datagram(pkt, A, p.now)
-    assert len(p.server._reorder) == 7  # offsets 2..8 from the next expected packet
+    assert len(p.server._recv.reorder) == 7  # offsets 2..8 from the next expected packet
     assert p.server.dropped_packets == 39 - 7
 
 
@@ -220,7 +260,7 @@ def test_huge_peer_window_does_not_lift_our_send_limit() -> None:
     config = UTPConfig(send_buffer_size=64 * 1024, mtu_discovery=False)
     p = Pair(client_config=config)
     # The server claims a 4 GiB window; the client's cwnd cap (the send buffer) still holds.
-    p.to_a([header(0x21, p.client.recv_id, p.server._seq_nr, p.client._seq_nr - 1, wnd=0xFFFFFFFF)])
+    p.to_a([header(0x21, p.client.recv_id, p.server.final_seq_nr, p.client.final_seq_nr - 1, wnd=0xFFFFFFFF)])
     p.client.cc.cwnd = 10**9  # even a runaway controller
     p.client.send(bytes(config.send_buffer_size), p.now)
     p.out_a()
@@ -366,22 +406,25 @@ def test_a_keep_alive_confirms_a_libutp_client_that_never_sends() -> None:
 
 def test_dup_acks_resend_the_oldest_again_when_its_retransmission_is_lost() -> None:
     p = Pair()
+    rtt = RTTEstimator(1.0, 0.5, 60.0)
+    rtt.on_sample(0.04)  # a round trip measured (the pair's own handshake took no time)
+    p.client._recovery.rtt = rtt
     p.client.send(_payloads(6), p.now)
     sent = p.out_a()
     first = decode_packet(sent[0]).seq_nr
-    dup = header(0x21, p.client.recv_id, p.server._seq_nr, (first - 1) & 0xFFFF)  # no SACK: libutp-like
+    dup = header(0x21, p.client.recv_id, p.server.final_seq_nr, (first - 1) & 0xFFFF)  # no SACK: libutp-like
     p.now = 0.05
     p.to_a([dup, dup, dup])
     assert [decode_packet(d).seq_nr for d in p.out_a()] == [first]
     p.now = 0.06
     p.to_a([dup])  # more duplicates right away: the retransmission may still be in flight
     assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01] == []
-    p.now = 0.06 + 2 * (p.client._rtt.srtt or 1.0)
+    p.now = 0.06 + 2 * (p.client.stats().rtt or 1.0)
     p.to_a([dup])  # still duplicates more than an RTT later: it was lost too
     assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01] == [first]
 
 
-def test_long_batches_are_acknowledged_every_few_packets() -> None:
+def test_a_long_batch_is_acknowledged_once_at_its_end() -> None:
     p = Pair()
     p.client.cc.cwnd = 100 * 1382
     p.client.send(_payloads(20), p.now)
@@ -389,6 +432,4 @@ def test_long_batches_are_acknowledged_every_few_packets() -> None:
     assert len(data) == 20
     p.to_b(data)
     acks = [decode_packet(d).ack_nr for d in p.out_b()]
-    seqs = [decode_packet(d).seq_nr for d in data]
-    every = p.b.config.ack_every_packets
-    assert acks == [seqs[every - 1], seqs[2 * every - 1], seqs[-1]]
+    assert acks == [decode_packet(data[-1]).seq_nr]

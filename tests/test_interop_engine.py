@@ -18,8 +18,16 @@ def _libutp_ack(p: Pair, ack_nr: int, sacked: list[int], wnd: int = 1 << 20) -> 
         i = (seq - ack_nr - 2) & 0xFFFF
         if i < 32:
             mask[i >> 3] |= 1 << (i & 7)
-    srv_seq = p.server._seq_nr
+    srv_seq = p.server.final_seq_nr
     return header(0x21, p.client.recv_id, srv_seq, ack_nr, ext=1, wnd=wnd) + bytes([0, 4]) + bytes(mask)
+
+
+def _after_reordering_window(p: Pair) -> None:
+    """Let the client's reordering window pass: the holes are lost now, not merely late."""
+    deadline = p.client.get_timer()
+    assert deadline is not None and deadline - p.now <= p.client.stats().reordering_window + 1e-9
+    p.now = deadline
+    p.client.handle_timer(p.now)
 
 
 def test_several_sack_holes_are_retransmitted_lowest_first() -> None:
@@ -46,6 +54,7 @@ def test_several_sack_holes_are_retransmitted_lowest_first() -> None:
     # The peer got s[0] and everything else up to its SACK range, except the three holes.
     ack = _libutp_ack(p, s[0], [x for x in s[2:] if x not in holes])
     p.to_a([ack])
+    _after_reordering_window(p)
     resent = [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01]
     assert resent, "no fast retransmission at all"
     assert resent[0] == s[1], f"the snd_una hole {s[1]} must go first, got {resent}"
@@ -64,5 +73,6 @@ def test_with_the_window_full_the_fast_retransmission_is_the_snd_una_hole() -> N
     # Beyond the SACK range (s[34:]) 26 packets stay in flight; the peer's window is just that.
     ack = _libutp_ack(p, s[0], [x for x in s[2:] if x not in holes], wnd=26 * 1382)
     p.to_a([ack])
+    _after_reordering_window(p)
     resent = [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01]
     assert resent == [s[1]], f"expected the snd_una hole {s[1]} alone, got {resent}"

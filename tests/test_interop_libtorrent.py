@@ -4,7 +4,8 @@ A libtorrent session seeds a torrent over uTP only (TCP disabled both ways) and 
 it through ``clientFromString(reactor, "utp:...")`` with the minimal BitTorrent peer of
 ``tests/bittorrent_wire.py``, checking every piece's SHA-1; and the reverse, libtorrent
 downloading from a minimal seeder on a txutp ``serverFromString`` endpoint. Each on
-127.0.0.1 and ::1, and through a lossy, reordering relay. libtorrent's own report
+127.0.0.1 and ::1, through a lossy, reordering relay, and through one with a 20 ms RTT, 2 ms of
+jitter (which reorders datagrams) and 1 % loss. libtorrent's own report
 (``tests/peers/libtorrent_peer.py``) must show that its peer connection was uTP.
 
 A missing libtorrent fails these tests (never a skip): install it with
@@ -37,12 +38,21 @@ from twisted.internet.endpoints import clientFromString, quoteStringArgument, se
 from twisted.trial.unittest import TestCase
 
 from tests.bittorrent_wire import Downloader, Seeder, Torrent
-from tests.interop_helpers import OneProtocolFactory, PeerProcess, requireLibtorrent, within
+from tests.interop_helpers import (
+    JITTERY_PATH,
+    LOSSY_PATH,
+    OneProtocolFactory,
+    PeerProcess,
+    RelayPath,
+    requireLibtorrent,
+    within,
+)
 from tests.peers.stream import expected
 from tests.twisted_helpers import closeAllSockets
 
 BIG = 20_000_000
 LOSSY = 4_000_000
+JITTERY = 4_000_000
 
 
 def hostPort(host: str, port: int) -> str:
@@ -61,8 +71,8 @@ class LibtorrentTestCase(TestCase):
         self.addCleanup(p.cleanup)
         return p
 
-    def relay(self, host: str, targetPort: int, seed: int) -> PeerProcess:
-        p = PeerProcess.relay(hostPort(host, targetPort), drop=0.03, reorder=0.03, seed=seed, listen=hostPort(host, 0))
+    def relay(self, host: str, targetPort: int, seed: int, path: RelayPath) -> PeerProcess:
+        p = PeerProcess.relay(hostPort(host, targetPort), seed=seed, listen=hostPort(host, 0), **path)
         self.addCleanup(p.cleanup)
         return p
 
@@ -76,15 +86,15 @@ class LibtorrentTestCase(TestCase):
 
     # ------------------------------------------------------------------ txutp downloads
 
-    async def downloadFromLibtorrent(self, host: str, size: int, lossy: bool = False) -> None:
+    async def downloadFromLibtorrent(self, host: str, size: int, path: RelayPath | None = None) -> None:
         seed = self.peer("seed", "--size", str(size), "--host", host)
         seedPort = await seed.ready(60)
         torrent = Torrent.fromFile(await seed.line("TORRENT "))
         self.assertEqual(torrent.length, size)
         relay = None
         port = seedPort
-        if lossy:
-            relay = self.relay(host, seedPort, seed=11)
+        if path is not None:
+            relay = self.relay(host, seedPort, seed=11, path=path)
             port = await relay.ready()
         endpoint = clientFromString(reactor, f"utp:host={quoteStringArgument(host)}:port={port}:timeout=10")
         proto = await endpoint.connect(OneProtocolFactory(lambda: Downloader(torrent)))
@@ -106,10 +116,12 @@ class LibtorrentTestCase(TestCase):
             counts = await relay.stop()
             self.assertGreater(counts["dropped_s2c"], 0, counts)  # the data direction
             self.assertGreater(report["utp_counters"]["utp_packet_resend"], 0, report)  # libtorrent recovered them
+            if path and path.get("jitter"):
+                self.assertGreater(counts["overtaken"], 0, counts)  # the jitter reordered datagrams
 
     # ------------------------------------------------------------------ libtorrent downloads
 
-    async def uploadToLibtorrent(self, host: str, size: int, lossy: bool = False) -> None:
+    async def uploadToLibtorrent(self, host: str, size: int, path: RelayPath | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="txutp-lt-") as directory:
             info = await self.peer("make", "--size", str(size), "--dir", directory).result(60)
             torrent = Torrent.fromFile(info["torrent"])
@@ -118,8 +130,8 @@ class LibtorrentTestCase(TestCase):
             port = await serverFromString(reactor, f"utp:0:interface={quoteStringArgument(host)}").listen(factory)
             target = port.getHost().port
             relay = None
-            if lossy:
-                relay = self.relay(host, target, seed=12)
+            if path is not None:
+                relay = self.relay(host, target, seed=12, path=path)
                 target = await relay.ready()
             download = self.peer(
                 "download", "--torrent", info["torrent"], "--peer", hostPort(host, target), "--host", host,
@@ -145,6 +157,8 @@ class LibtorrentTestCase(TestCase):
             counts = await relay.stop()
             self.assertGreater(counts["dropped_c2s"], 0, counts)  # the data direction
             self.assertGreater(seeder.stats.retransmissions, 0)  # txutp, the sender, recovered the losses
+            if path and path.get("jitter"):
+                self.assertGreater(counts["overtaken"], 0, counts)
 
 
 class TxutpDownloadsTests(LibtorrentTestCase):
@@ -157,7 +171,10 @@ class TxutpDownloadsTests(LibtorrentTestCase):
         await self.downloadFromLibtorrent("::1", BIG)
 
     async def test_lossy_path(self) -> None:
-        await self.downloadFromLibtorrent("127.0.0.1", LOSSY, lossy=True)
+        await self.downloadFromLibtorrent("127.0.0.1", LOSSY, LOSSY_PATH)
+
+    async def test_jittery_lossy_path(self) -> None:
+        await self.downloadFromLibtorrent("127.0.0.1", JITTERY, JITTERY_PATH)
 
 
 class LibtorrentDownloadsTests(LibtorrentTestCase):
@@ -170,4 +187,7 @@ class LibtorrentDownloadsTests(LibtorrentTestCase):
         await self.uploadToLibtorrent("::1", BIG)
 
     async def test_lossy_path(self) -> None:
-        await self.uploadToLibtorrent("127.0.0.1", LOSSY, lossy=True)
+        await self.uploadToLibtorrent("127.0.0.1", LOSSY, LOSSY_PATH)
+
+    async def test_jittery_lossy_path(self) -> None:
+        await self.uploadToLibtorrent("127.0.0.1", JITTERY, JITTERY_PATH)

@@ -28,7 +28,16 @@ from twisted.internet import error, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import TestCase
 
-from tests.interop_helpers import OneProtocolFactory, PeerProcess, StreamProtocol, requireUtpNative, within
+from tests.interop_helpers import (
+    JITTERY_PATH,
+    LOSSY_PATH,
+    OneProtocolFactory,
+    PeerProcess,
+    RelayPath,
+    StreamProtocol,
+    requireUtpNative,
+    within,
+)
 from tests.peers.stream import expected
 from tests.twisted_helpers import closeAllSockets, sleep
 from txutp.transport import UTPConnectionReset
@@ -36,6 +45,7 @@ from txutp.transport import UTPConnectionReset
 BIG = 20_000_000
 ECHO = 1_000_000
 LOSSY = 2_000_000
+JITTERY = 2_000_000
 CLEAN_CLOSE = "connectionLost ConnectionDone"
 
 
@@ -53,8 +63,8 @@ class UtpNativeTestCase(TestCase):
         self.addCleanup(p.cleanup)
         return p
 
-    def relay(self, target_port: int, seed: int) -> PeerProcess:
-        p = PeerProcess.relay(f"127.0.0.1:{target_port}", drop=0.03, reorder=0.03, seed=seed)
+    def relay(self, target_port: int, seed: int, path: RelayPath = LOSSY_PATH) -> PeerProcess:
+        p = PeerProcess.relay(f"127.0.0.1:{target_port}", seed=seed, **path)
         self.addCleanup(p.cleanup)
         return p
 
@@ -163,6 +173,20 @@ class TxutpClientTests(UtpNativeTestCase):
         self.assertGreater(counts["dropped_c2s"], 0, counts)
         self.assertGreater(proto.stats.retransmissions, 0)
 
+    async def test_send_over_a_jittery_lossy_path(self) -> None:
+        peer = self.peer("listen", "0", "sink")
+        relay = self.relay(await peer.ready(), seed=7, path=JITTERY_PATH)
+        proto = await self.connect(await relay.ready(), send=JITTERY)
+        await within(proto.lost, 30, "the txutp connection's end", peer, relay)
+        result = await peer.result(15)
+        counts = await relay.stop()
+        self.assertStream(result["bytes"], result["sha256"], JITTERY)
+        self.assertPeerClosedCleanly(result, "utp-native sink behind a jittery, lossy relay")
+        self.assertEqual(proto.events, ["writeConnectionLost", "readConnectionLost", CLEAN_CLOSE])
+        self.assertGreater(counts["dropped_c2s"], 0, counts)
+        self.assertGreater(counts["overtaken"], 0, counts)  # the jitter reordered datagrams
+        self.assertGreater(proto.stats.retransmissions, 0)
+
 
 class TxutpServerTests(UtpNativeTestCase):
     """A utp-native client connects to a txutp server."""
@@ -232,3 +256,18 @@ class TxutpServerTests(UtpNativeTestCase):
         self.assertEqual(proto.events, ["readConnectionLost", "writeConnectionLost", CLEAN_CLOSE])
         self.assertPeerClosedCleanly(result, "utp-native source behind a lossy relay")
         self.assertGreater(counts["dropped_c2s"], 0, counts)  # the data direction
+
+    async def test_receive_over_a_jittery_lossy_path(self) -> None:
+        port, factory = await self.listen(endWhen="eof")
+        relay = self.relay(port, seed=8, path=JITTERY_PATH)
+        peer = self.peer("connect", "127.0.0.1", str(await relay.ready()), "source", str(JITTERY))
+        proto = await within(factory.accepted, 15, "utp-native's connection", peer, relay)
+        await within(proto.lost, 30, "the txutp connection's end", peer, relay)
+        result = await peer.result(15)
+        counts = await relay.stop()
+        assert isinstance(proto, StreamProtocol)
+        self.assertStream(proto.received, proto.hash.hexdigest(), JITTERY)
+        self.assertEqual(proto.events, ["readConnectionLost", "writeConnectionLost", CLEAN_CLOSE])
+        self.assertPeerClosedCleanly(result, "utp-native source behind a jittery, lossy relay")
+        self.assertGreater(counts["dropped_c2s"], 0, counts)  # the data direction
+        self.assertGreater(counts["overtaken"], 0, counts)

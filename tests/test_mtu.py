@@ -8,6 +8,7 @@ import pytest
 
 from tests.helpers import ScriptedBits, drain
 from txutp.engine import MAX_DATAGRAM_IPV4, DontFragment, MTUSearch, UTPConfig, UTPContext, decode_packet
+from txutp.engine._mtu import MAX_PROBES
 from txutp.simulator import Host, LinkConfig, Network, StreamApp
 
 # --------------------------------------------------------------------------- the search
@@ -24,9 +25,29 @@ def test_binary_search_converges_within_16_bytes() -> None:
         else:
             search.probe_lost(probe)
     assert sizes[0] == 1010  # the middle of [548, 1472]
-    assert len(sizes) <= 7
+    assert len(set(sizes)) <= 7
+    # A size the path does not carry is tried MAX_PROBES times before the ceiling comes down.
+    assert all(sizes.count(s) == (MAX_PROBES if s > path_limit else 1) for s in set(sizes))
     assert path_limit - 16 <= search.floor <= path_limit < search.ceiling + 1
     assert search.packet_size == search.floor
+
+
+def test_one_random_loss_of_a_probe_does_not_lower_the_ceiling() -> None:
+    search = MTUSearch(default=1402, floor=548, ceiling=1472, interval=1800)
+    probe = search.probe_size(0.0)
+    assert probe is not None
+    search.probe_lost(probe)  # dropped by a lossy path, not for its size
+    assert search.ceiling == 1472 and search.probe_size(0.0) == probe
+    search.probe_acked(probe)
+    while (probe := search.probe_size(0.0)) is not None:
+        search.probe_acked(probe)
+    assert search.packet_size >= 1472 - 16
+
+
+def test_a_local_refusal_lowers_the_ceiling_at_once() -> None:
+    search = MTUSearch(default=1402, floor=548, ceiling=1472, interval=1800)
+    search.probe_lost(1400, too_big=True)
+    assert search.ceiling == 1399
 
 
 def test_default_kept_until_a_probe_gets_through() -> None:
@@ -115,7 +136,7 @@ def test_a_path_that_drops_every_probe_keeps_the_default() -> None:
     conn, sink, data, sizes = _run(net, a, b)
     assert bytes(sink.received) == data
     assert set(sizes) == {1402}
-    assert 1 <= len(dropped) <= 8  # the search gave up instead of probing forever
+    assert 1 <= len(dropped) <= 8 * MAX_PROBES  # the search gave up instead of probing forever
     assert conn.stats().timeouts == 0  # lost probes were not taken for congestion collapse
 
 

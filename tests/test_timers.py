@@ -365,15 +365,15 @@ def test_keepalive_is_not_a_duplicate_ack():
     for i in range(5):
         assert pair.b.receive_datagram(pkt(STATE, a_id, a_seq, (a_ack - 1) & U16, wnd=wnd), A, 3.01 + i * 0.01)
         assert decoded(pair.b, 3.01 + i * 0.01) == []
-    assert conn_b.fast_retransmits == 0
+    assert conn_b.stats().fast_retransmits == 0
     assert conn_b.state is ConnectionState.CONNECTED
     assert drain(pair.b) == []
     # Control: three genuine duplicate ACKs of the same packet do trigger the fast retransmit.
     for i in range(3):
         pair.b.receive_datagram(pkt(STATE, a_id, a_seq, a_ack, wnd=wnd), A, 3.1 + i * 0.01)
-    assert conn_b.fast_retransmits == 1
     [resent] = decoded(pair.b, 3.2)
     assert (resent.type, resent.seq_nr, resent.payload) == (ST_DATA, lost.seq_nr, b"lost")
+    assert conn_b.stats().fast_retransmits == 1
 
 
 def test_no_keepalive_while_sending():
@@ -409,7 +409,11 @@ def connected_initiator(config: UTPConfig | None = None, rtt: float = 0.1):
 
 
 def retransmissions_until_timeout(ctx, conn, payload: bytes, start: float):
-    """Send one DATA with a silent peer; return (send times of that DATA, packets, event time, events)."""
+    """Send one DATA with a silent peer; return (send times of that DATA, packets, event time, events).
+
+    The first resend is the tail-loss probe (RFC 8985), a PTO after the original; then one per
+    retransmission timeout, backed off.
+    """
     conn.send(payload, start)
     [first] = [p for p in decoded(ctx, start) if p.type == ST_DATA]
     times, packets = [start], [first]
@@ -424,19 +428,27 @@ def retransmissions_until_timeout(ctx, conn, payload: bytes, start: float):
 
 
 def assert_backoff(gaps, max_rto):
-    assert gaps == sorted(gaps), "gaps between retransmissions must not shrink"
+    assert all(y >= x - 1e-9 for x, y in itertools.pairwise(gaps)), "gaps between retransmissions must not shrink"
     for x, y in itertools.pairwise(gaps):
         assert y == pytest.approx(min(2 * x, max_rto))
-    assert max(gaps) <= max_rto
+    assert max(gaps) <= max_rto + 1e-9
+
+
+def pto(srtt: float, rttvar: float) -> float:
+    """The tail-loss probe timeout of a connection with these estimates (see _recovery)."""
+    return srtt + max(4 * rttvar, 0.001) + 0.010
 
 
 def test_rto_backoff_and_timeout():
     config = UTPConfig()
     ctx, conn = connected_initiator(config)
     times, packets, end, evs = retransmissions_until_timeout(ctx, conn, b"hello", 1.0)
-    # One original transmission, then one retransmission per timeout.
-    assert len(times) == 1 + config.max_retransmits
+    # One original transmission, one tail-loss probe, then one retransmission per timeout.
+    assert len(times) == 2 + config.max_retransmits
     gaps = [y - x for x, y in itertools.pairwise(times)]
+    assert gaps[0] == pytest.approx(pto(0.1, 0.05))  # the handshake measured 0.1 s
+    assert conn.stats().tail_loss_probes == 1
+    gaps = gaps[1:]
     assert gaps[0] >= config.min_rto
     assert_backoff(gaps, config.max_rto)
     assert gaps[-1] == config.max_rto  # 8 doublings of 0.5 s reach the 60 s cap
@@ -456,14 +468,16 @@ def test_rto_backoff_and_timeout():
             B_ISN - 1,
             b"hello",
         )
-    assert conn.retransmissions == config.max_retransmits
+    stats = conn.stats()
+    assert stats.retransmissions == config.max_retransmits + 1
+    assert stats.timeouts == config.max_retransmits
 
 
 def test_rto_cap_with_small_max_rto():
     config = UTPConfig(max_rto=4.0)
     ctx, conn = connected_initiator(config)
     times, _, _, evs = retransmissions_until_timeout(ctx, conn, b"x", 1.0)
-    gaps = [y - x for x, y in itertools.pairwise(times)]
+    gaps = [y - x for x, y in itertools.pairwise(times)][1:]  # after the tail-loss probe
     assert_backoff(gaps, 4.0)
     assert gaps[:4] == pytest.approx([0.5, 1.0, 2.0, 4.0])
     assert gaps[4:] == pytest.approx([4.0] * (len(gaps) - 4))
@@ -475,7 +489,7 @@ def test_fewer_max_retransmits_time_out_earlier():
     _, _, default_end, _ = retransmissions_until_timeout(ctx, conn, b"x", 1.0)
     ctx, conn = connected_initiator(UTPConfig(max_retransmits=3))
     times, _, end, evs = retransmissions_until_timeout(ctx, conn, b"x", 1.0)
-    assert len(times) == 1 + 3
+    assert len(times) == 2 + 3
     assert evs == [ConnectionTimedOut(during_handshake=False)]
     assert conn.state is ConnectionState.CLOSED
     assert end < default_end
@@ -489,20 +503,23 @@ def test_ack_resets_backoff_and_timeout_count():
     conn.send(b"one", 1.0)
     decoded(ctx, 1.0)
     resend_times = []
-    for t, out, _ in run_timers(ctx, 1.0 + 0.5 + 1.0 + 0.01):
+    probe = 1.0 + pto(0.1, 0.05)
+    for t, out, _ in run_timers(ctx, probe + 0.5 + 1.0 + 0.01):
         if any(p.type == ST_DATA for p in out):
             resend_times.append(t)
-    assert resend_times == pytest.approx([1.5, 2.5])  # two timeouts: the RTO is now 2 s
+    # The tail-loss probe, then two timeouts: the RTO is now 2 s.
+    assert resend_times == pytest.approx([probe, probe + 0.5, probe + 1.5])
+    assert conn.stats().timeouts == 2
     rtt_before = conn.stats().rtt
     # The peer finally ACKs (the retransmission): backoff and the timeout count are forgotten.
-    ctx.receive_datagram(pkt(STATE, A_ID, B_ISN, A_ISN + 1), B, 2.6)
+    ctx.receive_datagram(pkt(STATE, A_ID, B_ISN, A_ISN + 1), B, 3.0)
     assert conn.stats().rtt == rtt_before  # Karn: no sample from a retransmitted packet
     assert conn.stats().rto == pytest.approx(0.5)
-    decoded(ctx, 2.6)
-    times, packets, _, evs = retransmissions_until_timeout(ctx, conn, b"two", 3.0)
+    decoded(ctx, 3.0)
+    times, packets, _, evs = retransmissions_until_timeout(ctx, conn, b"two", 3.5)
     assert {p.payload for p in packets} == {b"two"}
-    assert times[1] - times[0] == pytest.approx(0.5)  # back to the un-backed-off RTO
-    assert len(times) == 1 + 3  # three fresh timeouts allowed
+    assert times[2] - times[1] == pytest.approx(0.5)  # back to the un-backed-off RTO after the probe
+    assert len(times) == 2 + 3  # a probe and three fresh timeouts allowed
     assert evs == [ConnectionTimedOut(during_handshake=False)]
 
 
@@ -511,7 +528,7 @@ def test_no_rto_without_data_in_flight():
     sent_types = [p.type for _, out, _ in run_timers(ctx, 200.0) for p in out]
     assert ST_DATA not in sent_types
     assert conn.state is ConnectionState.CONNECTED
-    assert conn.timeout_count == 0
+    assert conn.stats().timeouts == 0
 
 
 # ---------------------------------------------------------------------------
@@ -557,7 +574,7 @@ def test_syn_retransmission_schedule():
         assert struct.unpack(">I", data[4:8])[0] == int(t * 1_000_000)
         syn = decode_packet(data)
         assert (syn.type, syn.connection_id, syn.seq_nr, syn.ack_nr) == (ST_SYN, A_ID, A_ISN, 0)
-    assert conn.retransmissions == 2
+    assert conn.stats().retransmissions == 2
 
 
 @pytest.mark.parametrize(

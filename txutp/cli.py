@@ -629,8 +629,10 @@ class Cat:
             self.say(
                 f"packets sent {stats.packets_sent}, received {stats.packets_received}, "
                 f"retransmissions {stats.retransmissions} (fast {stats.fast_retransmits}, "
-                f"timeouts {stats.timeouts}), duplicates {stats.duplicate_packets}, mtu {stats.mtu}, "
-                f"cwnd {formatBytes(stats.cwnd)}"
+                f"timeouts {stats.timeouts}, tail-loss probes {stats.tail_loss_probes}, "
+                f"spurious {stats.spurious_retransmissions}, undone {stats.undos}), "
+                f"reordering window {stats.reordering_window * 1000:.1f} ms, "
+                f"duplicates {stats.duplicate_packets}, mtu {stats.mtu}, cwnd {formatBytes(stats.cwnd)}"
             )
 
     # -------------------------------------------------------------- the end

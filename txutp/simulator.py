@@ -333,6 +333,8 @@ class Network:
 
         Returns the network time reached.
         """
+        for host in self.hosts.values():
+            self._touch(host)  # whatever applications did between runs goes out first
         self._service_touched()
         queue = self._queue
         steps = 0

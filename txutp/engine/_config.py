@@ -56,8 +56,6 @@ class UTPConfig:
     #: Duplicate ACKs, or selectively ACKed packets above a hole, before a fast
     #: retransmit (libutp/libtorrent: 3).
     dup_ack_threshold: int = 3
-    #: Send an ACK at least every this many in-order packets, even within one batch.
-    ack_every_packets: int = 8
     #: Keep-alive after this much idle sending time (libutp KEEPALIVE_INTERVAL 29 s).
     keepalive_interval: float = 29.0
     #: Longest interval between zero-window probes (libutp probes after 15 s).

@@ -62,6 +62,13 @@ class CongestionController(ABC):
     def on_timeout(self, *, now: float, idle: bool) -> None:
         """The retransmission timer fired; ``idle`` if nothing was in flight for a while."""
 
+    def undo_snapshot(self) -> object | None:
+        """The state a loss response may be undone to, taken before it; ``None``: no undo."""
+        return None
+
+    def undo(self, snapshot: object) -> None:  # noqa: B027
+        """The loss response since ``snapshot`` was spurious: restore the window it had."""
+
     def on_reverse_delay(self, *, now: float, delay_us: int) -> None:  # noqa: B027
         """A raw peer-to-us delay sample (what we echo as timestamp_difference)."""
 

@@ -19,10 +19,14 @@ target or cwnd passes ``ssthresh``. No growth while the application, not the
 window, limits sending. A loss halves the window at most once per RTT (and at
 least 100 ms apart); a timeout drops it to one packet and restarts slow start
 (or to 2/3 if the connection was idle). The window never falls below one packet
-nor exceeds the peer's advertised window or the send buffer.
+nor exceeds the peer's advertised window or the send buffer. A reduction that
+loss recovery shows to be spurious is undone: window, threshold and slow start
+come back as they were before it.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from ._config import UTPConfig
 from ._congestion import CongestionController, register_congestion_controller
@@ -36,12 +40,25 @@ _HALF = 0x80000000
 _MAX_DRIFT_STEP_US = 10_000
 
 
+class _Snapshot(NamedTuple):
+    """What :meth:`LEDBAT.undo` restores."""
+
+    cwnd: int
+    ssthresh: int
+    slow_start: bool
+    last_cut: float
+    slowdown_next: float | None
+    slowdown_started: float | None
+    slowdown_hold_until: float | None
+
+
 class LEDBAT(CongestionController):
     """Delay-based congestion control (BEP 29 / RFC 6817 as deployed by libutp and libtorrent)."""
 
     __slots__ = (
         "_fraction",
         "_last_cut",
+        "loss_reductions",
         "_slowdown_hold_until",
         "_slowdown_next",
         "_slowdown_started",
@@ -78,6 +95,7 @@ class LEDBAT(CongestionController):
         self.their_delay = DelayHistory(config.delay_history_slots)
         self.delay_us: int | None = None  # the filtered delay used for the last decision
         self._last_cut = float("-inf")
+        self.loss_reductions = 0  # windows halved for loss (undone ones included)
         self._fraction = 0.0  # sub-byte growth carried between ACKs
         # Periodic slowdown (LEDBAT++): see _slowdown().
         self.slowdowns = config.ledbat_slowdown
@@ -212,6 +230,7 @@ class LEDBAT(CongestionController):
         if now - self._last_cut < max(rtt or 0.0, self.min_cut_interval):
             return
         self._last_cut = now
+        self.loss_reductions += 1
         self.cwnd = max(int(self.cwnd * self.loss_multiplier), self.mss)
         self.ssthresh = self.cwnd
         if self.slow_start:
@@ -229,6 +248,35 @@ class LEDBAT(CongestionController):
         self.slow_start = True
         self._slowdown_hold_until = None
 
+    def undo_snapshot(self) -> object | None:
+        return _Snapshot(
+            self.cwnd,
+            self.ssthresh,
+            self.slow_start,
+            self._last_cut,
+            self._slowdown_next,
+            self._slowdown_started,
+            self._slowdown_hold_until,
+        )
+
+    def undo(self, snapshot: object) -> None:
+        """Restore the window, threshold and slow start from before a spurious reduction (Linux's undo).
+
+        The slowdown schedule comes back too: leaving slow start on a loss that never was
+        must not bring a periodic slowdown with it.
+        """
+        if not isinstance(snapshot, _Snapshot):
+            return
+        if snapshot.cwnd > self.cwnd:
+            self.cwnd = min(snapshot.cwnd, self.max_cwnd)
+            self._fraction = 0.0
+        self.ssthresh = max(self.ssthresh, snapshot.ssthresh)
+        self.slow_start = self.slow_start or snapshot.slow_start
+        self._last_cut = snapshot.last_cut
+        self._slowdown_next = snapshot.slowdown_next
+        self._slowdown_started = snapshot.slowdown_started
+        self._slowdown_hold_until = snapshot.slowdown_hold_until
+
     def set_mss(self, mss: int) -> None:
         """The packet size changed (path MTU discovery)."""
         self.mss = mss
@@ -243,6 +291,7 @@ class LEDBAT(CongestionController):
             "current_delay_us": float(self.delay_us) if self.delay_us is not None else -1.0,
             "base_delay_us": float(base) if base is not None else -1.0,
             "slowdowns": float(self.slowdown_count),
+            "loss_reductions": float(self.loss_reductions),
         }
 
 

@@ -6,9 +6,9 @@ datagram comes out of ``datagrams_to_send`` as a :class:`DontFragment`, a
 retransmitted probes included, goes without DF, so a datagram that is too big
 for the path is fragmented by IP rather than lost for good (as libutp does).
 
-* A probe acknowledged raises the floor to its size; a probe lost (or refused
-  locally with ``EMSGSIZE``) lowers the ceiling below its size. A lost probe is
-  not congestion.
+* A probe acknowledged raises the floor to its size; three probes of one size
+  lost in a row (RFC 8899's MAX_PROBES), or one refused locally with
+  ``EMSGSIZE``, lower the ceiling below it. A lost probe is not congestion.
 * The search ends when ceiling - floor <= 16 bytes (libutp), then restarts
   after ``mtu_search_interval`` to find a path that grew.
 * Regular packets keep the safe default size until a probe succeeds: if no DF
@@ -25,6 +25,8 @@ __all__ = ["DontFragment", "MTUSearch"]
 
 #: The search stops when the interval is this narrow (libutp).
 CONVERGED_WITHIN = 16
+#: Probes of one size lost in a row before the path is taken not to carry it (RFC 8899 MAX_PROBES).
+MAX_PROBES = 3
 
 
 class DontFragment(bytes):
@@ -36,7 +38,17 @@ class DontFragment(bytes):
 class MTUSearch:
     """The state of one connection's path MTU search (sizes are UDP payload bytes)."""
 
-    __slots__ = ("floor", "ceiling", "default", "_lowest", "_highest", "_confirmed", "_interval", "_restart_at")
+    __slots__ = (
+        "floor",
+        "ceiling",
+        "default",
+        "_lowest",
+        "_highest",
+        "_confirmed",
+        "_interval",
+        "_restart_at",
+        "_losses",
+    )
 
     def __init__(self, *, default: int, floor: int, ceiling: int, interval: float) -> None:
         self._lowest = min(floor, default)
@@ -47,6 +59,7 @@ class MTUSearch:
         self._confirmed = False  # has any probe got through?
         self._interval = interval
         self._restart_at: float | None = None
+        self._losses = (0, 0)  # (probe size, consecutive losses at that size)
 
     @property
     def converged(self) -> bool:
@@ -79,10 +92,23 @@ class MTUSearch:
     def probe_acked(self, size: int) -> None:
         """A probe of ``size`` bytes got through."""
         self._confirmed = True
+        self._losses = (0, 0)
         if size > self.floor:
             self.floor = min(size, self.ceiling)
 
-    def probe_lost(self, size: int) -> None:
-        """A probe of ``size`` bytes was lost or refused as too big."""
+    def probe_lost(self, size: int, *, too_big: bool = False) -> None:
+        """A probe of ``size`` bytes was lost, or refused locally as too big (``too_big``).
+
+        A loss lowers the ceiling only once ``MAX_PROBES`` probes of that size were lost
+        in a row (RFC 8899): on a lossy path one random drop must not shrink every packet
+        for half an hour. A local refusal is certain and counts at once.
+        """
+        if not too_big:
+            lost_size, count = self._losses
+            count = count + 1 if lost_size == size else 1
+            self._losses = (size, count)
+            if count < MAX_PROBES:
+                return
+        self._losses = (0, 0)
         if size - 1 < self.ceiling:
             self.ceiling = max(size - 1, self.floor)
