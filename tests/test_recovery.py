@@ -26,9 +26,11 @@ class Recorder(CongestionController):
     def __init__(self, cwnd: int = 100 * MSS) -> None:
         self.cwnd = cwnd
         self.calls: list[str] = []
+        self.limited: list[object] = []
 
     def on_ack(self, **kwargs: object) -> None:  # type: ignore[override]
         self.calls.append("ack")
+        self.limited.append(kwargs["window_limited"])
 
     def on_loss(self, *, now: float, rtt: float | None) -> None:
         self.calls.append("loss")
@@ -98,6 +100,23 @@ def test_bytes_in_flight_and_cumulative_ack_with_karn_sample() -> None:
     assert rec.snd_una == s[2] and rec.bytes_in_flight == 2 * MSS
     assert rec.rtt.srtt == pytest.approx(0.2)
     assert cc.calls == ["ack"]
+
+
+def test_acks_in_one_batch_do_not_make_a_window_limited_sender_look_idle() -> None:
+    rec, cc = make()
+    cc.cwnd = 10 * MSS
+    s = send(rec, 10, 0.0)
+    rec.cwnd_limited = True  # the connection stopped at the window with data waiting
+    for i in range(10):  # ten ACKs read in one batch: nothing is sent between them
+        ack(rec, s[i], 0.1)
+    assert cc.limited == [True] * 10
+
+
+def test_an_application_limited_sender_is_not_window_limited() -> None:
+    rec, cc = make()
+    s = send(rec, 2, 0.0)  # two packets in a 100-packet window: all the application had
+    ack(rec, s[1], 0.1)
+    assert cc.limited == [False]
 
 
 def test_acceptable_ack_numbers_are_what_we_sent() -> None:

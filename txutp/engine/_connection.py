@@ -705,7 +705,8 @@ class UTPConnection:
                 seq, entry = item
                 out.append(self._data_datagram(seq, entry.payload, entry.is_fin, now))
             if rec.lost:
-                return  # the window is full
+                rec.cwnd_limited = True  # the window is full
+                return
         mss = self.mss
         mtu = self._mtu
         while unsent:
@@ -730,6 +731,9 @@ class UTPConnection:
             if size < mss:
                 send.nagle_seq = rec.next_seq
             self._send_new(send.take(size), False, now)
+        # Did the window, not the application, stop us? (Judged here, where it is known,
+        # rather than from what is in flight when an ACK arrives: ACKs come in batches.)
+        rec.cwnd_limited = bool(unsent)
         if send.write_closed and not unsent and send.fin_seq is None and self.state in _LIVE_SENDING:
             send.fin_seq = rec.next_seq
             self._send_new(b"", True, now)

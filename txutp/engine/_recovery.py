@@ -111,6 +111,7 @@ class Recovery:
         "bytes_in_flight",
         "cc",
         "config",
+        "cwnd_limited",
         "dup_acks",
         "fast_credit",
         "fast_retransmits",
@@ -161,6 +162,8 @@ class Recovery:
         self._resend: list[int] = []  # sequence numbers of ``lost``, lowest last once sorted
         self._resend_dirty = False
         self._tx = 0
+        #: The last fill stopped at the window with data still waiting (set by the connection).
+        self.cwnd_limited = False
         #: Retransmissions allowed beyond the window right after a loss is found (RFC 6675).
         self.fast_credit = 0
         self.dup_acks = 0
@@ -450,7 +453,7 @@ class Recovery:
                 in_flight=in_flight_before,
                 delay_us=delay_us,
                 rtt=rtt.srtt,
-                window_limited=in_flight_before + self.mss >= min(cc.cwnd, old_wnd),
+                window_limited=self.cwnd_limited or in_flight_before + self.mss >= min(cc.cwnd, old_wnd),
                 rtt_sample=rtt.latest if rtt.count != samples_before else None,
                 peer_window=peer_wnd,
             )
