@@ -9,6 +9,9 @@ Rows:
 1. ``encode_packet`` of a DATA packet with a full (1382-byte) payload;
 2. ``decode_packet`` of that datagram;
 3. ``decode_packet`` of a STATE packet with a 4-byte selective ACK;
+   then a context receiving, from a peer it does not know, that DATA datagram and two hostile
+   ones: chains of empty extensions filling 1,472 and 65,507 bytes (bounded to a few times
+   the ordinary cost by ``MAX_EXTENSIONS`` and ``MAX_UTP_DATAGRAM``);
 4. two :class:`~txutp.engine.UTPContext` objects wired together in memory (no
    loss, no delay): a sender that keeps its send buffer full, a receiver that
    drains ``DataReceived``; every step moves the sender's datagrams into the
@@ -95,10 +98,24 @@ def codec_cases() -> list[tuple[str, Callable[[Any], object], object]]:
     for pkt, dgram in ((data_pkt, data_dgram), (state_pkt, state_dgram)):
         if decode_packet(dgram) != pkt:
             raise SystemExit(f"FAIL: codec round trip changed {pkt._replace(payload=b'...')!r}")
+    # Hostile datagrams against an ordinary one, each from a peer the context does not know:
+    # chains of empty extensions filling 1,472 and 65,507 bytes.
+    ctx = UTPContext()
+    peer = ("10.0.0.9", 4000)
+
+    def receive(datagram: bytes) -> bool:
+        return ctx.receive_datagram(datagram, peer, 0.0)
+
+    def chain(size: int) -> bytes:
+        return data_dgram[:1] + bytes([9]) + data_dgram[2:20] + bytes([9, 0]) * ((size - 20) // 2 - 1) + bytes(2)
+
     return [
         ("codec encode (DATA, 1382 B)", encode_packet, data_pkt),
         ("codec decode (DATA, 1382 B)", decode_packet, data_dgram),
         ("codec decode (STATE + 4 B SACK)", decode_packet, state_dgram),
+        ("context receive, unknown peer (DATA)", receive, data_dgram),
+        ("  1,472-byte extension chain", receive, chain(1472)),
+        ("  65,507-byte extension chain", receive, chain(65_507)),
     ]
 
 

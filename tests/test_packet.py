@@ -374,16 +374,28 @@ def test_first_extension_3_or_more_accepted_on_receive(ext_type):
     assert p.payload == b"tail"
 
 
-def test_long_chain_of_unknown_extensions():
-    types = list(range(4, 200))
+def _chain(types: list[int]) -> bytes:
     data = raw_header(0x01, types[0])
     for i, t in enumerate(types):
         nxt = types[i + 1] if i + 1 < len(types) else 0
         data += ext_element(nxt, bytes([t]) * (t % 7))
-    data += b"end"
-    p = decode_packet(data)
+    return data + b"end"
+
+
+def test_chain_of_unknown_extensions_up_to_the_bound():
+    from txutp.engine._packet import MAX_EXTENSIONS
+
+    types = list(range(4, 4 + MAX_EXTENSIONS))
+    p = decode_packet(_chain(types))
     assert p.extensions == tuple((t, bytes([t]) * (t % 7)) for t in types)
     assert p.payload == b"end"
+
+
+def test_a_chain_longer_than_any_peer_sends_is_refused():
+    from txutp.engine._packet import MAX_EXTENSIONS
+
+    with pytest.raises(PacketError, match="extensions"):
+        decode_packet(_chain(list(range(4, 5 + MAX_EXTENSIONS))))
 
 
 def test_zero_length_extensions_and_payload_looking_like_extension():

@@ -53,10 +53,20 @@ class ContextStats:
     syns_refused: int = 0
     #: Unconfirmed connections dropped to make room in a full backlog.
     half_open_evicted: int = 0
+    #: uTP-looking datagrams larger than any peer sends (``MAX_UTP_DATAGRAM``), dropped undecoded.
+    oversized: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dictionary."""
         return asdict(self)
+
+
+#: The largest datagram decoded as uTP. libutp and libtorrent never send a UDP payload above
+#: an Ethernet MTU (1500 - 28 on IPv4), nor does txutp (1472); anything larger is dropped
+#: before the decoder sees it (a 64 KiB chain of empty extensions cost 4,000 ordinary packets).
+MAX_UTP_DATAGRAM = 1500
+#: Stale timer-heap entries tolerated beyond twice the live ones before the heap is compacted.
+_TIMER_SLACK = 64
 
 
 def ptype_is_data(ptype: int) -> bool:
@@ -150,6 +160,9 @@ class UTPContext:
         if len(data) < 20 or (data[0] & 0x0F) != 1 or data[0] > 0x4F:
             stats.not_utp += 1
             return False
+        if len(data) > MAX_UTP_DATAGRAM:
+            stats.oversized += 1  # no peer sends this: not worth decoding
+            return True
         try:
             pkt = decode_packet(data)
         except PacketError:
@@ -196,6 +209,8 @@ class UTPContext:
             del self._half_open[oldest]
             oldest.discard()
             self._forget(oldest, now)
+            self._needs_output.pop(oldest, None)  # it has nothing to say: keep no reference
+            self._needs_events.pop(oldest, None)
             self.stats.half_open_evicted += 1
         if len(self.connections) >= self.config.max_connections:
             # At the limit, leave SYNs unanswered as libutp and libtorrent do.
@@ -341,6 +356,20 @@ class UTPContext:
             self._registered[conn] = deadline
             self._timer_seq += 1
             heapq.heappush(self._timers, (deadline, self._timer_seq, conn))
+            if len(self._timers) > 2 * len(self._registered) + _TIMER_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop superseded heap entries (as Twisted's reactor and asyncio do).
+
+        A forgotten or evicted connection must not stay referenced by an old entry
+        until it reaches the top: under a SYN flood that pinned every evicted
+        half-open connection for its whole timeout.
+        """
+        registered = self._registered
+        timers = self._timers  # in place: handle_timer may be iterating over it
+        timers[:] = [entry for entry in timers if registered.get(entry[2]) == entry[0]]
+        heapq.heapify(timers)
 
     def _forget(self, conn: UTPConnection, now: float) -> None:
         key = (conn.peer_addr, conn.recv_id)
@@ -352,7 +381,11 @@ class UTPContext:
                 closed[key] = (conn.send_id, conn.final_seq_nr, conn.final_ack_nr, now + self.config.time_wait)
                 while len(closed) > self.config.max_connections:
                     del closed[next(iter(closed))]
-        self._registered.pop(conn, None)
+        if (
+            self._registered.pop(conn, None) is not None
+            and len(self._timers) > 2 * len(self._registered) + _TIMER_SLACK
+        ):
+            self._compact_timers()
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any connection, or ``None``."""

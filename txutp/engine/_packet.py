@@ -54,6 +54,9 @@ ST_SYN = 4
 EXT_SACK = 1
 EXT_EXTENSION_BITS = 2
 EXT_CLOSE_REASON = 3
+#: Most extensions decoded in one packet. Real peers send at most three (SACK, libtorrent's
+#: extension bits and close reason); a longer chain is an attack on the decoder.
+MAX_EXTENSIONS = 8
 
 HEADER = struct.Struct(">BBHIIIHH")
 _pack_header = HEADER.pack
@@ -130,7 +133,11 @@ def decode_packet(data: bytes) -> Packet:
     others: list[tuple[int, bytes]] = []
     pos = HEADER_SIZE
     end = len(data)
+    count = 0
     while ext:
+        count += 1
+        if count > MAX_EXTENSIONS:
+            raise PacketError(f"more than {MAX_EXTENSIONS} extensions")
         if pos + 2 > end:
             raise PacketError("truncated extension header")
         next_ext = data[pos]

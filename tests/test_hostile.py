@@ -1,0 +1,82 @@
+"""Hostile peers: what a peer can make a context hold or spend is bounded."""
+
+from __future__ import annotations
+
+import gc
+import struct
+
+import pytest
+
+from tests.helpers import ScriptedBits, header
+from txutp.engine import PacketError, UTPConfig, UTPConnection, UTPContext, decode_packet
+from txutp.engine import _context as context_module
+from txutp.engine._context import MAX_UTP_DATAGRAM
+from txutp.engine._packet import MAX_EXTENSIONS
+
+PEER = ("10.0.0.9", 4000)
+
+
+def extension_chain(size: int) -> bytes:
+    """A DATA packet whose extensions are empty links chained to the end of a ``size``-byte datagram."""
+    links = (size - 20) // 2
+    return header(0x01, 7, 1, 0, ext=9) + bytes([9, 0]) * (links - 1) + bytes([0, 0])
+
+
+# --------------------------------------------------------------------------- the decoder
+
+
+def test_a_long_extension_chain_stops_at_the_bound() -> None:
+    with pytest.raises(PacketError, match="extensions"):
+        decode_packet(extension_chain(1472))
+    # Real peers' chains still decode: SACK, extension bits, close reason.
+    ok = header(0x21, 7, 1, 0, ext=1) + bytes([2, 4]) + bytes(4) + bytes([3, 8]) + bytes(8) + bytes([0, 4]) + bytes(4)
+    assert len(decode_packet(ok).extensions) == 2
+    deep = header(0x21, 7, 1, 0, ext=9) + bytes([9, 0]) * (MAX_EXTENSIONS - 1) + bytes([0, 0])
+    assert len(decode_packet(deep).extensions) == MAX_EXTENSIONS
+
+
+def test_an_oversized_datagram_is_dropped_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = UTPContext(accepting=True)
+    decoded: list[bytes] = []
+
+    def spy(data: bytes) -> object:
+        decoded.append(data)
+        return decode_packet(data)
+
+    monkeypatch.setattr(context_module, "decode_packet", spy)
+    assert ctx.receive_datagram(extension_chain(65_507), PEER, 0.0)  # uTP-looking: ours to drop
+    assert decoded == [] and ctx.stats.oversized == 1
+    assert not ctx.receive_datagram(extension_chain(MAX_UTP_DATAGRAM), PEER, 0.0)  # decoded, refused
+    assert len(decoded) == 1 and ctx.stats.not_utp == 1
+    assert ctx.datagrams_to_send(0.0) == []  # neither is answered
+
+
+# --------------------------------------------------------------------------- timers
+
+
+def _syn(conn_id: int) -> bytes:
+    return struct.pack(">BBHIIIHH", 0x41, 0, conn_id, 0, 0, 1 << 20, 1, 0)
+
+
+def test_a_syn_flood_leaves_no_evicted_connection_referenced() -> None:
+    config = UTPConfig(backlog=128)
+    ctx = UTPContext(config, accepting=True, random_bits=ScriptedBits([], seed=1))
+    live = ctx.connect(("10.0.0.1", 6881), 0.0)  # a live connection with an early deadline
+    ctx.datagrams_to_send(0.0)
+    now = 0.0
+    for i in range(20_000):  # 2,000 SYN/s for 10 s, each from its own port
+        now = i / 2000
+        ctx.receive_datagram(_syn(i), ("10.0.0.66", 1024 + i % 60_000), now)
+        if i % 100 == 0:
+            ctx.datagrams_to_send(now)
+            ctx.handle_timer(now)
+    ctx.datagrams_to_send(now)
+    assert ctx.half_open <= config.backlog
+    assert ctx.stats.half_open_evicted >= 20_000 - config.backlog
+    # Superseded heap entries are dropped, so evicted connections are not kept alive by them.
+    assert len(ctx._timers) <= 2 * len(ctx._registered) + 64
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, UTPConnection))
+    # Bounded by the live ones (stale entries at most twice those, plus slack), not by the flood.
+    assert alive <= 3 * (config.backlog + 2) + 64
+    assert live in ctx.connections.values()
