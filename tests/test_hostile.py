@@ -8,10 +8,11 @@ import struct
 import pytest
 
 from tests.helpers import ScriptedBits, header
-from txutp.engine import PacketError, UTPConfig, UTPConnection, UTPContext, decode_packet
+from txutp.engine import ConnectionTimedOut, PacketError, UTPConfig, UTPConnection, UTPContext, decode_packet
 from txutp.engine import _context as context_module
 from txutp.engine._context import MAX_UTP_DATAGRAM
 from txutp.engine._packet import MAX_EXTENSIONS
+from txutp.simulator import Host, LinkConfig, Network, StreamApp
 
 PEER = ("10.0.0.9", 4000)
 
@@ -80,3 +81,39 @@ def test_a_syn_flood_leaves_no_evicted_connection_referenced() -> None:
     # Bounded by the live ones (stale entries at most twice those, plus slack), not by the flood.
     assert alive <= 3 * (config.backlog + 2) + 64
     assert live in ctx.connections.values()
+
+
+# --------------------------------------------------------------------------- idle connections
+
+
+def _idle_pair(seed: int) -> tuple[Network, Host, StreamApp, StreamApp]:
+    net = Network(seed=seed)
+    a = net.add_host(("10.0.0.1", 6881))
+    b = net.add_host(("10.0.0.2", 6881), accepting=True)
+    net.link(a, b, LinkConfig(delay=0.02), LinkConfig(delay=0.02))
+    served: list[StreamApp] = []
+    b.on_accept = lambda conn: served.append(StreamApp(b"", shutdown_when_sent=False)) or served[-1]
+    client = StreamApp(b"hello", shutdown_when_sent=False)
+    a.attach(a.connect(b.address), client)
+    net.run(until=1.0)
+    assert served and bytes(served[0].received) == b"hello"
+    return net, a, client, served[0]
+
+
+def test_a_peer_that_vanishes_while_idle_is_reclaimed_within_the_bound() -> None:
+    net, a, client, _ = _idle_pair(1)
+    vanished_at = net.now
+    net.intercept = lambda src, dest, data: None if src is not a else data  # the server's host is gone
+    bound = UTPConfig().idle_timeout
+    assert bound is not None
+    net.run(until=vanished_at + bound + 1, stop=lambda: client.done)
+    assert isinstance(client.terminated, ConnectionTimedOut)
+    assert net.now - vanished_at <= bound + 0.1
+    assert a.context.connections == {}
+
+
+def test_idle_peers_that_keep_alive_stay_connected() -> None:
+    net, a, client, server = _idle_pair(2)
+    net.run(until=1800.0)  # half an hour of silence but for keep-alives
+    assert client.terminated is None and server.terminated is None
+    assert len(a.context.connections) == 1

@@ -58,6 +58,10 @@ class UTPConfig:
     dup_ack_threshold: int = 3
     #: Keep-alive after this much idle sending time (libutp KEEPALIVE_INTERVAL 29 s).
     keepalive_interval: float = 29.0
+    #: A connection with nothing in flight that hears nothing from its peer for this long ends
+    #: with ``ConnectionTimedOut`` (the peer vanished: NAT expiry, crash). Peers send keep-alives
+    #: every 29 s (libutp, txutp) and BitTorrent peers talk every 2 minutes; ``None`` disables.
+    idle_timeout: float | None = 300.0
     #: Longest interval between zero-window probes (libutp probes after 15 s).
     zero_window_probe_max: float = 15.0
     #: How long a closed connection stays to re-ACK the peer's FIN (at least 3 RTOs).
@@ -115,6 +119,8 @@ class UTPConfig:
             raise ValueError("recv_buffer_size must fit the 32-bit wnd_size field")
         if not 0 < self.max_reorder_packets < 0x8000:
             raise ValueError("max_reorder_packets must be between 1 and 32767")
+        if self.idle_timeout is not None and self.idle_timeout <= self.keepalive_interval:
+            raise ValueError("idle_timeout must be longer than keepalive_interval")
         if self.min_rto <= 0 or self.max_rto < self.min_rto:
             raise ValueError("need 0 < min_rto <= max_rto")
 

@@ -131,6 +131,7 @@ class UTPConnection:
         "_handshake_deadline",
         "_keepalive_due",
         "_last_delay_sample",
+        "_last_heard",
         "_last_send",
         "_linger_deadline",
         "_mtu",
@@ -215,6 +216,7 @@ class UTPConnection:
         self._probe_deadline: float | None = None  # zero-window probe
         self._probe_interval = config.initial_rto
         self._last_send = now
+        self._last_heard = now
         self._reply_micro = 0
         self._next_reverse_sample = 0.0
         self._last_delay_sample: int | None = None
@@ -457,6 +459,9 @@ class UTPConnection:
         keepalive = self._last_send + self.config.keepalive_interval
         if t is None or keepalive < t:
             t = keepalive
+        idle = self.config.idle_timeout
+        if idle is not None and self._last_heard + idle < t and not self._recovery.has_unacked:
+            t = self._last_heard + idle
         return t
 
     def handle_timer(self, now: float) -> None:
@@ -483,6 +488,12 @@ class UTPConnection:
                     self._send_syn(now, retry=True)
             return
         rec = self._recovery
+        idle = self.config.idle_timeout
+        if idle is not None and now >= self._last_heard + idle and not rec.has_unacked:
+            # Nothing in flight (the RTO covers that case) and nothing heard, keep-alives
+            # included, for idle_timeout: the peer is gone.
+            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+            return
         deadline = rec.deadline()
         if deadline is not None and now >= deadline:
             action = rec.on_timer(now)
@@ -587,6 +598,7 @@ class UTPConnection:
         if not rec.acceptable(pkt.ack_nr):
             self.dropped_packets += 1
             return
+        self._last_heard = now
         ts = pkt.timestamp_us
         if ts:
             self._reply_micro = reply = (int(now * 1_000_000) - ts) & _M32
