@@ -418,8 +418,7 @@ class Recovery:
                 rtt.on_sample(now - newest)
             point = self._recovery_point
             if point is not None and ((self.snd_una - 1 - point) & _M16) < 0x8000:
-                if self._undo_state is not None and not self._undo_marks and not self._undo_genuine:
-                    self._undo()
+                self._maybe_undo()
                 self._end_episode()
         elif n == 0 and outstanding_count and bare and peer_wnd == old_wnd:
             # A duplicate ACK. libutp's SACK covers 32 packets past the hole only, so a lost
@@ -459,8 +458,7 @@ class Recovery:
             )
         if marked:
             self.cc.on_loss(now=now, rtt=rtt.srtt)
-        if self._undo_state is not None and not self._undo_marks and not self._undo_genuine:
-            self._undo()
+        self._maybe_undo()
         if self.outstanding or self.lost:
             if n and 0 < n <= outstanding_count:
                 self.rto_deadline = now + rtt.rto
@@ -556,7 +554,7 @@ class Recovery:
             return False
         if cause == _TAIL_PROBE:
             # The probe repaired a real tail loss: that is congestion (RFC 8985 section 7.4).
-            self._begin_episode(now)
+            self._begin_episode()
             self._undo_genuine = True
             self.cc.on_loss(now=now, rtt=self.rtt.srtt)
         elif counted:
@@ -614,7 +612,7 @@ class Recovery:
                 continue
             if not congestion:
                 congestion = True
-                self._begin_episode(now)
+                self._begin_episode()
             self._mark(seq, entry, cause)
             self._undo_marks += 1
         if cause == _ACK_DETECTED and congestion:
@@ -641,7 +639,7 @@ class Recovery:
 
     # ------------------------------------------------------------------ episodes and undo
 
-    def _begin_episode(self, now: float) -> None:
+    def _begin_episode(self) -> None:
         if self._recovery_point is not None:
             return
         self._episode += 1
@@ -659,13 +657,15 @@ class Recovery:
             if not self._reo_persist:
                 self._reo_mult = 1
 
-    def _undo(self) -> None:
+    def _maybe_undo(self) -> None:
+        """Undo the episode's reduction once every loss behind it proved spurious."""
         state = self._undo_state
+        if state is None or self._undo_marks or self._undo_genuine:
+            return
         self._undo_state = None
         self._recovery_point = None
-        if state is not None:
-            self.cc.undo(state)
-            self.undos += 1
+        self.cc.undo(state)
+        self.undos += 1
 
     # ------------------------------------------------------------------ timers
 
@@ -705,7 +705,7 @@ class Recovery:
             return RETRANSMIT
         self.rto_count += 1
         self.timeouts += 1
-        self._begin_episode(now)
+        self._begin_episode()
         self.cc.on_timeout(now=now, idle=False)
         self.rtt.backoff()
         self.dup_acks = 0
