@@ -11,7 +11,9 @@ Rows:
 3. ``decode_packet`` of a STATE packet with a 4-byte selective ACK;
    then a context receiving, from a peer it does not know, that DATA datagram and two hostile
    ones: chains of empty extensions filling 1,472 and 65,507 bytes (bounded to a few times
-   the ordinary cost by ``MAX_EXTENSIONS`` and ``MAX_UTP_DATAGRAM``);
+   the ordinary cost by ``MAX_EXTENSIONS`` and ``MAX_UTP_DATAGRAM``); a SYN answered with a
+   SYN cookie, and a DATA datagram for no connection while cookies are out (checked against
+   them before its RESET);
 4. two :class:`~txutp.engine.UTPContext` objects wired together in memory (no
    loss, no delay): a sender that keeps its send buffer full, a receiver that
    drains ``DataReceived``; every step moves the sender's datagrams into the
@@ -57,6 +59,7 @@ from txutp.engine import (
     Event,
     Packet,
     PacketType,
+    UTPConfig,
     UTPConnection,
     UTPContext,
     Writable,
@@ -109,6 +112,18 @@ def codec_cases() -> list[tuple[str, Callable[[Any], object], object]]:
     def chain(size: int) -> bytes:
         return data_dgram[:1] + bytes([9]) + data_dgram[2:20] + bytes([9, 0]) * ((size - 20) // 2 - 1) + bytes(2)
 
+    # SYN cookies: a SYN answered without state, and what a packet for no connection costs
+    # while cookies are out (its cookie is checked before the RESET).
+    cookie_ctx = UTPContext(UTPConfig(syn_cookies="always"), accepting=True)
+    syn = data_dgram[:1].replace(b"\x01", b"\x41") + data_dgram[1:20]
+
+    def answer_syn(datagram: bytes) -> bool:
+        ok = cookie_ctx.receive_datagram(datagram, peer, 0.0)
+        cookie_ctx._out.clear()
+        return ok
+
+    answer_syn(syn)  # cookies are out from now on
+
     return [
         ("codec encode (DATA, 1382 B)", encode_packet, data_pkt),
         ("codec decode (DATA, 1382 B)", decode_packet, data_dgram),
@@ -116,6 +131,8 @@ def codec_cases() -> list[tuple[str, Callable[[Any], object], object]]:
         ("context receive, unknown peer (DATA)", receive, data_dgram),
         ("  1,472-byte extension chain", receive, chain(1472)),
         ("  65,507-byte extension chain", receive, chain(65_507)),
+        ("  SYN answered with a SYN cookie", answer_syn, syn),
+        ("  DATA checked for a cookie, then RESET", answer_syn, data_dgram),
     ]
 
 

@@ -303,15 +303,21 @@ def test_reset_when_only_our_fin_is_unacknowledged_is_a_clean_close() -> None:
     [fin] = p.out_a()
     assert fin[0] == 0x11  # the FIN never arrives; the peer has forgotten us and answers with RESET
     p.server.abort(p.now)
-    p.to_a(p.out_b())
+    [reset] = p.out_b()
+    # A RESET naming neither our newest packet nor the sequence number we expect is challenged.
+    p.to_a([header(0x31, p.client.send_id, fields(reset)[6] + 5, fields(reset)[7])])
+    challenge = p.out_a()[0]  # (after our FIN, ACKs go out in libutp's and libtorrent's forms)
+    assert challenge[0] == 0x21 and p.client.stats().resets_challenged == 1
+    assert drain(p.a) == []
+    # txutp's own abort RESET carries the sequence number we expect next: exact.
+    p.to_a([reset])
     assert [e for _, e in drain(p.a)] == [ConnectionClosed()]
 
     q = Pair()
     q.client.send(b"never acknowledged", q.now)
     q.client.close(q.now)
-    q.out_a()
-    q.server.abort(q.now)
-    q.to_a(q.out_b())
+    [_, fin] = q.out_a()
+    q.to_a([header(0x31, q.client.send_id, 4321, fields(fin)[6])])  # the answer to our FIN: exact
     assert [e for _, e in drain(q.a)] == [ConnectionReset()]
 
 

@@ -338,7 +338,7 @@ def test_refusing_context_ends_the_connect_with_refused_reset():
 
 
 def test_backlog_limits_half_open_connections():
-    config = UTPConfig(backlog=2)
+    config = UTPConfig(backlog=2, syn_cookies="never")
     bits = ScriptedBits(1111, 2222, 3333)  # one ISN per accepted SYN, and no more
     ctx = UTPContext(config, accepting=True, random_bits=bits)
     for cid in (10, 20, 30):
@@ -383,7 +383,10 @@ def test_backlog_frees_up_when_a_connection_is_confirmed():
 
 
 def test_a_full_backlog_evicts_the_oldest_unconfirmed_connection():
-    ctx = UTPContext(UTPConfig(backlog=1), accepting=True, random_bits=ScriptedBits(1111, 2222, 3333))
+    """With SYN cookies off, a full backlog makes room by dropping its oldest entry."""
+    ctx = UTPContext(
+        UTPConfig(backlog=1, syn_cookies="never"), accepting=True, random_bits=ScriptedBits(1111, 2222, 3333)
+    )
     ctx.receive_datagram(pkt(SYN, 10, 100, 0), PEER, 0.0)
     assert len(sent(ctx, 0.0)) == 1
     ctx.receive_datagram(pkt(SYN, 20, 200, 0), PEER, 1.0)
@@ -697,7 +700,7 @@ def test_same_id_towards_different_addresses_is_fine():
 
 
 def test_many_connects_to_one_address_get_distinct_ids():
-    ctx = UTPContext(random_bits=ScriptedBits(strict=False, seed=3))
+    ctx = UTPContext(UTPConfig(max_connections_per_host=2000), random_bits=ScriptedBits(strict=False, seed=3))
     conns = [ctx.connect(PEER, 0.0) for _ in range(2000)]
     out = sent(ctx, 0.0)
     recv_ids = [c.recv_id for c in conns]

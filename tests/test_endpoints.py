@@ -55,6 +55,7 @@ class ServerStringTests(TestCase):
             r"utp:6881:interface=\:\:": (6881, "::", None),
             "utp:6881:backlog=50": (6881, "", 50),
             "utp:port=6881:interface=127.0.0.1:backlog=7": (6881, "127.0.0.1", 7),
+            "utp:6881:backlog=9:synCookies=always": (6881, "", 9),
         }
         for description, (port, interface, backlog) in cases.items():
             endpoint = self.parse(description)
@@ -75,6 +76,7 @@ class ServerStringTests(TestCase):
             "utp:6881:interface=::1": "interface",  # unescaped IPv6: the tokenizer splits it
             "utp:6881:backlog=0": "backlog",
             "utp:6881:backlog=many": "backlog",
+            "utp:6881:synCookies=yes": "synCookies",
             "utp:6881:foo=1": "foo",
             "utp:6881:port=6882": "port",
             "utp:6881:7000": "7000",
@@ -244,6 +246,21 @@ class EndpointTests(TestCase):
         holder.multiplexer.context.accepting = False
         with self.assertRaises(error.ConnectionRefusedError):
             await UTPClientEndpoint(reactor, "127.0.0.1", holder.getHost().port, timeout=5).connect(Factory())
+
+    async def test_a_connect_over_the_per_host_limit_fails_at_once(self) -> None:
+        silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        endpoint = UTPClientEndpoint(
+            reactor, "127.0.0.1", silent.getHost().port, config=UTPConfig(max_connections_per_host=1)
+        )
+        first = endpoint.connect(Factory.forProtocol(Protocol))  # pending: nobody answers
+        with self.assertRaises(error.ConnectError) as caught:
+            await endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertIn("max_connections_per_host=1", str(caught.exception))
+        first.cancel()
+        with self.assertRaises(error.ConnectingCancelledError):
+            await first
+        await waitForAllClosed()
 
     async def test_cancellation(self) -> None:
         silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")

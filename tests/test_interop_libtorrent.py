@@ -121,13 +121,18 @@ class LibtorrentTestCase(TestCase):
 
     # ------------------------------------------------------------------ libtorrent downloads
 
+    #: How the txutp server answers SYNs (``synCookies`` of its endpoint string).
+    synCookies = "auto"
+
     async def uploadToLibtorrent(self, host: str, size: int, path: RelayPath | None = None) -> None:
+        synCookies = self.synCookies
         with tempfile.TemporaryDirectory(prefix="txutp-lt-") as directory:
             info = await self.peer("make", "--size", str(size), "--dir", directory).result(60)
             torrent = Torrent.fromFile(info["torrent"])
             self.assertEqual(torrent.info_hash.hex(), info["info_hash"])
             factory = OneProtocolFactory(lambda: Seeder(torrent))
-            port = await serverFromString(reactor, f"utp:0:interface={quoteStringArgument(host)}").listen(factory)
+            description = f"utp:0:interface={quoteStringArgument(host)}:synCookies={synCookies}"
+            port = await serverFromString(reactor, description).listen(factory)
             target = port.getHost().port
             relay = None
             if path is not None:
@@ -153,6 +158,8 @@ class LibtorrentTestCase(TestCase):
         reason = await within(seeder.lost, 15, "the end of libtorrent's connection", download)
         self.assertIsInstance(reason, error.ConnectionDone)
         self.assertEqual(seeder.events, ["readConnectionLost", "connectionLost ConnectionDone"])
+        if synCookies == "always":  # libtorrent's first DATA returned the cookie
+            self.assertEqual(port.multiplexer.context.stats.syn_cookies_accepted, 1)
         if relay is not None:
             counts = await relay.stop()
             self.assertGreater(counts["dropped_c2s"], 0, counts)  # the data direction
@@ -191,3 +198,9 @@ class LibtorrentDownloadsTests(LibtorrentTestCase):
 
     async def test_jittery_lossy_path(self) -> None:
         await self.uploadToLibtorrent("127.0.0.1", JITTERY, JITTERY_PATH)
+
+
+class LibtorrentDownloadsThroughSynCookiesTests(LibtorrentDownloadsTests):
+    """The same, with every handshake stateless (``synCookies=always``)."""
+
+    synCookies = "always"

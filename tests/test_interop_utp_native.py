@@ -75,10 +75,17 @@ class UtpNativeTestCase(TestCase):
         assert isinstance(proto, StreamProtocol)
         return proto
 
+    #: How a txutp server answers SYNs (``synCookies`` of its endpoint string).
+    synCookies = "auto"
+
     async def listen(self, **kw: object) -> tuple[int, OneProtocolFactory]:
         """A txutp server through ``serverFromString``; its port and factory (``accepted`` fires)."""
+        synCookies = self.synCookies
         factory = OneProtocolFactory(lambda: StreamProtocol(**kw))  # type: ignore[arg-type]
-        port = await serverFromString(reactor, "utp:0:interface=127.0.0.1").listen(factory)
+        port = await serverFromString(reactor, f"utp:0:interface=127.0.0.1:synCookies={synCookies}").listen(factory)
+        if synCookies == "always":  # utp-native's first DATA returned the cookie
+            stats = port.multiplexer.context.stats
+            self.addCleanup(lambda: self.assertEqual((stats.syn_cookies_sent, stats.syn_cookies_accepted), (1, 1)))
         return port.getHost().port, factory
 
     def assertStream(self, got_bytes: int, got_sha256: str, n: int) -> None:
@@ -271,3 +278,9 @@ class TxutpServerTests(UtpNativeTestCase):
         self.assertPeerClosedCleanly(result, "utp-native source behind a jittery, lossy relay")
         self.assertGreater(counts["dropped_c2s"], 0, counts)  # the data direction
         self.assertGreater(counts["overtaken"], 0, counts)
+
+
+class TxutpServerThroughSynCookiesTests(TxutpServerTests):
+    """The same, with every handshake stateless (``synCookies=always``)."""
+
+    synCookies = "always"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import error, udp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from .engine import (
     Connected,
+    ConnectionLimitError,
     ConnectionReset,
     ConnectionState,
     ConnectionTerminated,
@@ -479,8 +480,9 @@ class UTPMultiplexer(DatagramProtocol):
         """Open a connection to ``address`` (an IP literal of this socket's family) for ``factory``.
 
         The Deferred fires with the protocol after ``connectionMade``, or fails
-        with ``ConnectionRefusedError``, ``TimeoutError``, ``NoProtocol`` or
-        ``ConnectingCancelledError`` (if cancelled).
+        with ``ConnectionRefusedError``, ``TimeoutError``, ``NoProtocol``,
+        ``ConnectingCancelledError`` (if cancelled) or ``ConnectError`` (over
+        ``max_connections`` or ``max_connections_per_host``).
         """
         if self._closed or self._closing:
             raise error.ConnectError("the uTP socket is closed")
@@ -494,8 +496,11 @@ class UTPMultiplexer(DatagramProtocol):
                 self._failPending(pending, Failure(error.ConnectingCancelledError(addressObject)))
                 self.scheduleFlush()
 
+        try:
+            conn = self.context.connect(self.toSocketAddress(address), self.reactor.seconds())
+        except ConnectionLimitError as e:
+            return fail(error.ConnectError(string=str(e)))
         d: Deferred[IProtocol] = Deferred(cancel)
-        conn = self.context.connect(self.toSocketAddress(address), self.reactor.seconds())
         pending = _PendingConnect(factory, d, addressObject)
         self._connecting[conn] = pending
         factory.doStart()

@@ -2,17 +2,19 @@ r"""String parsers for ``utp:`` endpoint descriptions (used by ``serverFromStrin
 
 Server grammar::
 
-    utp:<port>[:interface=<ip>][:backlog=<n>]
+    utp:<port>[:interface=<ip>][:backlog=<n>][:synCookies=auto|always|never]
 
-=============  =======  ==========================================================
-key            default  meaning
-=============  =======  ==========================================================
-``port``       (req.)   UDP port to listen on, 0-65535 (0: any free port); may be
-                        given positionally or as ``port=``
-``interface``  ``''``   IP literal to bind: ``''`` all IPv4, ``::`` all IPv6 (dual-stack
-                        where the OS allows), or one address
-``backlog``    128      most half-open (unconfirmed) connections kept
-=============  =======  ==========================================================
+==============  ========  ==========================================================
+key             default   meaning
+==============  ========  ==========================================================
+``port``        (req.)    UDP port to listen on, 0-65535 (0: any free port); may be
+                          given positionally or as ``port=``
+``interface``   ``''``    IP literal to bind: ``''`` all IPv4, ``::`` all IPv6 (dual-stack
+                          where the OS allows), or one address
+``backlog``     128       most half-open (unconfirmed) connections kept
+``synCookies``  ``auto``  stateless SYN-ACKs: when the backlog (or one host's share)
+                          is full, on every SYN, or never
+==============  ========  ==========================================================
 
 Client grammar::
 
@@ -55,7 +57,7 @@ from zope.interface import implementer
 
 __all__ = ["UTPClientParser", "UTPServerParser"]
 
-_SERVER_KEYS = ("port", "interface", "backlog")
+_SERVER_KEYS = ("port", "interface", "backlog", "synCookies")
 _CLIENT_KEYS = ("host", "port", "timeout", "bindAddress", "bindPort")
 _ESCAPE_HINT = r" (IPv6 colons must be escaped, e.g. interface=\:\:1)"
 
@@ -99,11 +101,12 @@ def _ip(kind: str, key: str, value: str) -> str:
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class UTPServerParser:
-    r"""``utp:<port>[:interface=<ip>][:backlog=<n>]``: a :class:`~txutp.UTPServerEndpoint`.
+    r"""``utp:<port>[:interface=<ip>][:backlog=<n>][:synCookies=<when>]``: a :class:`~txutp.UTPServerEndpoint`.
 
     ``port`` (positional or ``port=``, 0-65535), ``interface`` (IP literal,
     default all IPv4; escape IPv6: ``interface=\:\:1``), ``backlog`` (half-open
-    connections kept, default 128). Raises ``ValueError`` naming a bad key.
+    connections kept, default 128), ``synCookies`` (``auto``, ``always`` or
+    ``never``). Raises ``ValueError`` naming a bad key.
     """
 
     prefix = "utp"
@@ -121,7 +124,7 @@ class UTPServerParser:
             raise ValueError("utp server: 'port' is required, as in utp:6881")
         port = _port("server", "port", values["port"], 0)
         interface = _ip("server", "interface", values.get("interface", ""))
-        config = None
+        changes: dict[str, Any] = {}
         if "backlog" in values:
             try:
                 backlog = int(values["backlog"])
@@ -129,7 +132,14 @@ class UTPServerParser:
                 backlog = 0
             if backlog < 1:
                 raise ValueError(f"utp server: 'backlog' must be a positive integer, not {values['backlog']!r}")
-            config = dataclasses.replace(UTPConfig(), backlog=backlog)
+            changes["backlog"] = backlog
+        if "synCookies" in values:
+            if values["synCookies"] not in ("auto", "always", "never"):
+                raise ValueError(
+                    f"utp server: 'synCookies' must be auto, always or never, not {values['synCookies']!r}"
+                )
+            changes["syn_cookies"] = values["synCookies"]
+        config = dataclasses.replace(UTPConfig(), **changes) if changes else None
         return UTPServerEndpoint(reactor, port, interface, config)
 
 

@@ -103,6 +103,15 @@ class UTPConfig:
     backlog: int = 128
     #: Most connections a context keeps in all (libutp: 3000 sockets).
     max_connections: int = 10_000
+    #: Most connections, open or opening, with any one host (IP address; the whole address for
+    #: carriers whose addresses are not ``(host, port)``). A peer cannot fill the table alone.
+    max_connections_per_host: int = 256
+    #: Most half-open (SYN_RECV) connections from any one host; its further SYNs get cookies.
+    max_half_open_per_host: int = 16
+    #: SYN cookies (stateless SYN-ACKs, see ``_cookies.py``): ``"auto"`` when the backlog or
+    #: the host's share of it is full, ``"always"``, or ``"never"`` (a full backlog then drops
+    #: its oldest half-open connection, as before).
+    syn_cookies: str = "auto"
     #: RESET replies to unknown connections allowed per second (token bucket).
     reset_rate: float = 100.0
 
@@ -112,9 +121,18 @@ class UTPConfig:
             limit = MAX_DATAGRAM_IPV4 if name.endswith("4") else MAX_DATAGRAM_IPV6
             if not 150 <= value <= limit:
                 raise ValueError(f"{name} must be between 150 and {limit}, got {value}")
-        for name in ("recv_buffer_size", "send_buffer_size", "backlog", "max_connections"):
+        for name in (
+            "recv_buffer_size",
+            "send_buffer_size",
+            "backlog",
+            "max_connections",
+            "max_connections_per_host",
+            "max_half_open_per_host",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.syn_cookies not in ("auto", "always", "never"):
+            raise ValueError(f"syn_cookies must be 'auto', 'always' or 'never', got {self.syn_cookies!r}")
         if self.recv_buffer_size > 0xFFFFFFFF:
             raise ValueError("recv_buffer_size must fit the 32-bit wnd_size field")
         if not 0 < self.max_reorder_packets < 0x8000:

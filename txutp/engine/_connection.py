@@ -111,6 +111,8 @@ class ConnectionStats:
     undos: int = 0
     #: How long a packet may be overtaken before it is presumed lost (RACK's reordering window).
     reordering_window: float = 0.0
+    #: RESETs with a plausible but inexact ``ack_nr``, answered with a challenge ACK (RFC 5961).
+    resets_challenged: int = 0
 
 
 def _optional_int(value: float | None) -> int | None:
@@ -127,6 +129,8 @@ class UTPConnection:
     __slots__ = (
         "_confirm_deadline",
         "_confirm_tries",
+        "_challenge_at",
+        "_challenge_seq",
         "_events",
         "_handshake_deadline",
         "_keepalive_due",
@@ -159,6 +163,7 @@ class UTPConnection:
         "packets_received",
         "packets_sent",
         "peer_addr",
+        "resets_challenged",
         "recv_id",
         "send_id",
         "state",
@@ -230,6 +235,9 @@ class UTPConnection:
         self._confirm_tries = 0
         self._linger_deadline: float | None = None
         self._keepalive_due = False
+        # RESET validation (RFC 5961's challenge ACK, on uTP's wire).
+        self._challenge_seq: int | None = None
+        self._challenge_at = -1e9
 
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
@@ -240,6 +248,7 @@ class UTPConnection:
         self.packets_received = 0
         self.duplicate_packets = 0
         self.dropped_packets = 0
+        self.resets_challenged = 0
 
     @classmethod
     def connect(
@@ -297,6 +306,40 @@ class UTPConnection:
             conn._reply_micro = (int(now * 1_000_000) - syn.timestamp_us) & _M32
         conn._handshake_deadline = now + config.syn_recv_timeout
         conn._send_syn_ack(now)
+        return conn
+
+    @classmethod
+    def accept_cookie(
+        cls,
+        config: UTPConfig,
+        *,
+        peer_addr: Any,
+        recv_id: int,
+        syn_seq: int,
+        seq_nr: int,
+        now: float,
+        ipv6: bool = False,
+    ) -> UTPConnection:
+        """Recreate a connection whose SYN was answered with a SYN cookie (``_cookies.py``).
+
+        It starts in ``SYN_RECV`` as if :meth:`accept` had run, without sending
+        anything; the packet that proved the cookie is to be given to
+        :meth:`receive_packet` next, which confirms it.
+        """
+        conn = cls(
+            config,
+            peer_addr=peer_addr,
+            recv_id=recv_id,
+            send_id=recv_id - 1,
+            seq_nr=seq_nr,
+            initiator=False,
+            now=now,
+            ipv6=ipv6,
+        )
+        conn._syn_seq = syn_seq & _M16
+        conn._recv.ack_nr = syn_seq & _M16
+        conn._recv.ack_pending = False
+        conn._handshake_deadline = now + config.syn_recv_timeout
         return conn
 
     # ------------------------------------------------------------------ user API
@@ -556,6 +599,7 @@ class UTPConnection:
             spurious_retransmissions=rec.spurious_retransmissions,
             undos=rec.undos,
             reordering_window=rec.reorder_window,
+            resets_challenged=self.resets_challenged,
         )
 
     # ------------------------------------------------------------------ receiving
@@ -581,7 +625,7 @@ class UTPConnection:
                 self.dropped_packets += 1
             return
         if ptype == ST_RESET:
-            if rec.acceptable(pkt.ack_nr, reset=True):
+            if rec.acceptable(pkt.ack_nr, reset=True) and self._reset_exact(pkt, now):
                 if state is ConnectionState.LINGER:
                     self._fire(Input.RESET_RECEIVED, now)
                 elif state is ConnectionState.CLOSING and self._send.fin_seq is not None and rec.only_fin_unacked():
@@ -660,6 +704,38 @@ class UTPConnection:
         if ptype in (ST_DATA, ST_FIN):
             self._process_data(pkt, now)
         self._wake()
+
+    def _reset_exact(self, pkt: Packet, now: float) -> bool:
+        """Is a RESET (already within the window) exact, or does it get a challenge ACK?
+
+        libutp and libtorrent answer a packet of a connection they no longer know with a
+        RESET whose ``ack_nr`` is that packet's ``seq_nr``: our newest DATA or FIN, our
+        ACKs (which carry the next sequence number) and our last challenge qualify. An
+        aborting txutp peer's RESET carries its next ``seq_nr``, which is exact when it is
+        the one we expect (RFC 5961 §3.2's ``SEQ == RCV.NXT``). Any other RESET within
+        the window draws a challenge ACK, which a peer that really forgot us answers
+        exactly one round trip later. A blind RESET must hit one of four values instead
+        of a whole window.
+        """
+        if self.state is ConnectionState.SYN_SENT:
+            return True  # it answers our SYN: acceptable() already required its seq_nr
+        nxt = self._recovery.next_seq
+        ack_nr = pkt.ack_nr
+        if (
+            ack_nr == nxt
+            or ack_nr == (nxt - 1) & _M16
+            or ack_nr == self._challenge_seq
+            or pkt.seq_nr == (self._recv.ack_nr + 1) & _M16
+        ):
+            return True
+        rtt = self._recovery.rtt.srtt
+        if now - self._challenge_at >= min(max(rtt or 1.0, 0.05), 1.0):
+            self._challenge_at = now
+            self._challenge_seq = nxt  # the seq_nr of our next packet, ACK or DATA
+            self.resets_challenged += 1
+            self._recv.ack_pending = True
+            self._wake()
+        return False
 
     def _process_ack(self, pkt: Packet, delay: int | None, echo: int | None, now: float) -> None:
         rec = self._recovery

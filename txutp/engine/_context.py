@@ -22,11 +22,12 @@ from typing import Any
 
 from ._config import UTPConfig
 from ._connection import UTPConnection
+from ._cookies import SynCookies
 from ._events import Event
 from ._packet import HEADER, ST_DATA, ST_FIN, ST_RESET, ST_STATE, ST_SYN, Packet, PacketError, decode_packet
 from ._state import ConnectionState
 
-__all__ = ["ContextStats", "UTPContext"]
+__all__ = ["ConnectionLimitError", "ContextStats", "UTPContext"]
 
 _M16 = 0xFFFF
 _RESET_MEMORY = 10.0  # seconds a (addr, id, seq) RESET is remembered (libutp rst_info)
@@ -55,6 +56,11 @@ class ContextStats:
     half_open_evicted: int = 0
     #: uTP-looking datagrams larger than any peer sends (``MAX_UTP_DATAGRAM``), dropped undecoded.
     oversized: int = 0
+    #: SYNs answered statelessly, and connections created from a returning cookie.
+    syn_cookies_sent: int = 0
+    syn_cookies_accepted: int = 0
+    #: SYNs (or returning cookies) refused because their host had ``max_connections_per_host``.
+    host_limit_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dictionary."""
@@ -69,12 +75,28 @@ MAX_UTP_DATAGRAM = 1500
 _TIMER_SLACK = 64
 
 
+class ConnectionLimitError(RuntimeError):
+    """An outgoing connection would exceed ``max_connections`` or ``max_connections_per_host``."""
+
+
 def ptype_is_data(ptype: int) -> bool:
     return ptype in (ST_DATA, ST_FIN)
 
 
 def _is_ipv6(addr: Any) -> bool:
     return isinstance(addr, tuple) and bool(addr) and ":" in str(addr[0])
+
+
+def _count_down(counts: dict[Any, int], key: Any) -> None:
+    if counts[key] > 1:
+        counts[key] -= 1
+    else:
+        del counts[key]
+
+
+def host_of(addr: Any) -> Any:
+    """The host a per-host limit charges: the IP of an ``(ip, port, ...)`` address, else the address."""
+    return addr[0] if isinstance(addr, tuple) and addr else addr
 
 
 class UTPContext:
@@ -101,6 +123,10 @@ class UTPContext:
         #: Live connections by (peer address, our receive id).
         self.connections: dict[tuple[Any, int], UTPConnection] = {}
         self._half_open: dict[UTPConnection, None] = {}
+        #: Connections and half-open connections per host (``host_of``), for the per-host limits.
+        self._per_host: dict[Any, int] = {}
+        self._half_open_per_host: dict[Any, int] = {}
+        self._cookies = SynCookies(random_bits)
         self._needs_output: dict[UTPConnection, None] = {}
         self._needs_events: dict[UTPConnection, None] = {}
         self._timers: list[tuple[float, int, UTPConnection]] = []
@@ -117,8 +143,16 @@ class UTPContext:
 
     def connect(self, addr: Any, now: float) -> UTPConnection:
         """Open a connection to ``addr``; its SYN is among the next datagrams to send."""
-        if len(self.connections) >= self.config.max_connections:
-            raise RuntimeError("too many uTP connections on this context")
+        config = self.config
+        if len(self.connections) >= config.max_connections:
+            raise ConnectionLimitError(
+                f"too many uTP connections on this port (max_connections={config.max_connections})"
+            )
+        if self._per_host.get(host_of(addr), 0) >= config.max_connections_per_host:
+            raise ConnectionLimitError(
+                f"too many uTP connections with {host_of(addr)} "
+                f"(max_connections_per_host={config.max_connections_per_host})"
+            )
         for _ in range(64):
             recv_id = self._random_bits(16)
             # Neither id may be in use, nor be the neighbour that a RESET by send id would match.
@@ -139,6 +173,8 @@ class UTPContext:
 
     def _attach(self, conn: UTPConnection, now: float) -> None:
         self.connections[(conn.peer_addr, conn.recv_id)] = conn
+        host = host_of(conn.peer_addr)
+        self._per_host[host] = self._per_host.get(host, 0) + 1
         conn.wakeup = self._wake
         self._wake(conn)
         self._after_activity(conn, now)
@@ -182,14 +218,18 @@ class UTPContext:
                     conn = c
                     break
         if conn is None:
+            if ptype != ST_RESET and now < self._cookies.issued_until and self._accept_cookie(pkt, addr, now):
+                return True
             stats.unknown_connection += 1
             if ptype != ST_RESET and not self._answer_closed(pkt, addr, now):
                 self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return True
         conn.receive_packet(pkt, now)
+        if self._half_open and conn in self._half_open and conn.state is not ConnectionState.SYN_RECV:
+            self._leave_half_open(conn)
         return True
 
-    def _on_syn(self, pkt: Any, addr: Any, now: float) -> None:
+    def _on_syn(self, pkt: Packet, addr: Any, now: float) -> None:
         recv_id = (pkt.connection_id + 1) & _M16
         existing = self.connections.get((addr, recv_id))
         if existing is not None:
@@ -198,26 +238,43 @@ class UTPContext:
             else:
                 self.stats.invalid_packets += 1
             return
+        config = self.config
+        stats = self.stats
         if not self.accepting:
-            self.stats.syns_refused += 1
+            stats.syns_refused += 1
             self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return
-        if self.half_open >= self.config.backlog:
-            # The backlog is full: the oldest unconfirmed connection makes room, so a flood of
-            # spoofed SYNs cannot lock genuine clients out for long.
+        if len(self.connections) >= config.max_connections:
+            # At the limit, leave SYNs unanswered as libutp and libtorrent do.
+            stats.syns_refused += 1
+            return
+        host = host_of(addr)
+        if self._per_host.get(host, 0) >= config.max_connections_per_host:
+            stats.syns_refused += 1
+            stats.host_limit_refused += 1
+            self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
+            return
+        host_full = self._half_open_per_host.get(host, 0) >= config.max_half_open_per_host
+        backlog_full = len(self._half_open) >= config.backlog
+        mode = config.syn_cookies
+        if mode == "always" or (mode == "auto" and (host_full or backlog_full)):
+            self._send_cookie(pkt, addr, now)
+            return
+        if host_full:
+            stats.syns_refused += 1  # "never": this host has its share of the backlog
+            return
+        if backlog_full:
+            # The oldest unconfirmed connection makes room, so a flood of spoofed SYNs cannot
+            # lock genuine clients out for long.
             oldest = next(iter(self._half_open))
-            del self._half_open[oldest]
             oldest.discard()
+            self._leave_half_open(oldest)
             self._forget(oldest, now)
             self._needs_output.pop(oldest, None)  # it has nothing to say: keep no reference
             self._needs_events.pop(oldest, None)
-            self.stats.half_open_evicted += 1
-        if len(self.connections) >= self.config.max_connections:
-            # At the limit, leave SYNs unanswered as libutp and libtorrent do.
-            self.stats.syns_refused += 1
-            return
+            stats.half_open_evicted += 1
         conn = UTPConnection.accept(
-            self.config,
+            config,
             peer_addr=addr,
             syn=pkt,
             seq_nr=self._random_bits(16),
@@ -225,8 +282,68 @@ class UTPContext:
             ipv6=_is_ipv6(addr),
         )
         self._half_open[conn] = None
-        self.stats.syns_accepted += 1
+        self._half_open_per_host[host] = self._half_open_per_host.get(host, 0) + 1
+        stats.syns_accepted += 1
         self._attach(conn, now)
+
+    def _send_cookie(self, syn: Packet, addr: Any, now: float) -> None:
+        """Answer ``syn`` with a SYN-ACK whose sequence number is a cookie; keep nothing."""
+        isn = self._cookies.issue(addr, (syn.connection_id + 1) & _M16, syn.seq_nr, now)
+        self.stats.syn_cookies_sent += 1
+        self._out.append(
+            (
+                HEADER.pack(
+                    (ST_STATE << 4) | 1,
+                    0,
+                    syn.connection_id,
+                    int(now * 1_000_000) & 0xFFFFFFFF,
+                    0,
+                    self.config.recv_buffer_size,
+                    isn,
+                    syn.seq_nr,
+                ),
+                addr,
+            )
+        )
+
+    def _accept_cookie(self, pkt: Packet, addr: Any, now: float) -> bool:
+        """If ``pkt`` (no SYN or RESET, for no known connection, cookies out) returns one, act on it."""
+        if not self.accepting:
+            return False
+        recv_id = pkt.connection_id
+        found = self._cookies.check(addr, recv_id, pkt.seq_nr, pkt.ack_nr, pkt.type == ST_STATE, now)
+        if found is None:
+            return False
+        isn, ahead = found
+        if ahead:
+            self.stats.unknown_connection += 1  # overtook the packet that confirms: no RESET
+            return True
+        config = self.config
+        stats = self.stats
+        if len(self.connections) >= config.max_connections:
+            return False
+        if self._per_host.get(host_of(addr), 0) >= config.max_connections_per_host:
+            stats.host_limit_refused += 1
+            return False
+        conn = UTPConnection.accept_cookie(
+            config,
+            peer_addr=addr,
+            recv_id=recv_id,
+            syn_seq=pkt.seq_nr - 1,
+            seq_nr=isn,
+            now=now,
+            ipv6=_is_ipv6(addr),
+        )
+        stats.syn_cookies_accepted += 1
+        stats.syns_accepted += 1
+        self._attach(conn, now)
+        conn.receive_packet(pkt, now)
+        return True
+
+    def _leave_half_open(self, conn: UTPConnection) -> None:
+        if conn in self._half_open:
+            del self._half_open[conn]
+            _count_down(self._half_open_per_host, host_of(conn.peer_addr))
 
     def _answer_closed(self, pkt: Packet, addr: Any, now: float) -> bool:
         """A late packet of a connection closed cleanly: re-ACK it if we had it; True if handled."""
@@ -375,6 +492,8 @@ class UTPContext:
         key = (conn.peer_addr, conn.recv_id)
         if self.connections.get(key) is conn:
             del self.connections[key]
+            self._leave_half_open(conn)
+            _count_down(self._per_host, host_of(conn.peer_addr))
             if conn.lingered:
                 # TIME_WAIT: remember enough to re-ACK the peer's late retransmissions.
                 closed = self._closed
@@ -414,7 +533,6 @@ class UTPContext:
     @property
     def half_open(self) -> int:
         """Accepted connections still waiting for the peer's confirmation."""
-        half_open = self._half_open
-        for conn in [c for c in half_open if c.state is not ConnectionState.SYN_RECV]:
-            del half_open[conn]
-        return len(half_open)
+        for conn in [c for c in self._half_open if c.state is not ConnectionState.SYN_RECV]:
+            self._leave_half_open(conn)
+        return len(self._half_open)
