@@ -1,7 +1,7 @@
 """A ping-like delay probe over UDP: how much queueing delay a bulk flow adds.
 
-    python bench/delay_probe.py echo PORT
-    python bench/delay_probe.py probe HOST PORT SECONDS [--interval S]
+    python -m bench.delay_probe echo PORT
+    python -m bench.delay_probe probe HOST PORT SECONDS [--interval S]
 
 ``echo`` returns every datagram to its sender. ``probe`` sends a small
 timestamped datagram every ``--interval`` (default 50 ms) for SECONDS and prints

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/engine_bench.py [--repeat N] [--packets N] [--json PATH]
+    python -m bench.engine_bench [--repeat N] [--packets N] [--json PATH]
 
 Rows:
 
@@ -45,12 +45,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-try:
-    import txutp.engine
-except ImportError:  # not installed: run from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import txutp.engine
-
+import txutp.engine
 from txutp.engine import (
     Connected,
     ConnectionTerminated,

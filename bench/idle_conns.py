@@ -1,7 +1,7 @@
 """Many idle uTP connections on one server port: memory per connection and handshakes per second.
 
-    python bench/idle_conns.py server
-    python bench/idle_conns.py client PORT COUNT
+    python -m bench.idle_conns server
+    python -m bench.idle_conns client PORT COUNT
 
 The server listens on 127.0.0.1 (``READY <port>``) and keeps every connection
 open; on SIGUSR1 it prints one JSON line with its connection count and resident
@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import Factory, Protocol

@@ -2,7 +2,7 @@
 
 Run from the repository root, after ``tests/peers/setup_peers.sh``::
 
-    .venv/bin/python bench/interop_bench.py [--runs 3] [--size 20000000] [--only NAME ...]
+    .venv/bin/python -m bench.interop_bench [--runs 3] [--size 20000000] [--only NAME ...]
                                             [--loss P] [--json PATH]
 
 Each row is one direction between txutp and a real peer over real UDP on
@@ -14,7 +14,10 @@ loopback, run ``--runs`` times (default 3); the table shows the median.
   (``serverFromString("utp:0:interface=127.0.0.1")``);
 * libtorrent (``tests/peers/libtorrent_peer.py``, uTP only), 127.0.0.1 and ::1:
   txutp downloads a ``--size`` torrent from a libtorrent seed over BitTorrent
-  (``tests/bittorrent_wire.py``), and libtorrent downloads it from a txutp seeder.
+  (``tests/bittorrent_wire.py``), and libtorrent downloads it from a txutp seeder;
+* the ``engine/`` rows: the same, 127.0.0.1 only, with the bare engine on a raw socket
+  (``tests/peers/engine_peer.py``, no reactor) in place of the endpoints, which shows what
+  the Twisted adapter costs.
 
 Figures:
 
@@ -50,15 +53,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import clientFromString, quoteStringArgument, serverFromString
 
-from twisted.internet import defer, reactor, task  # noqa: E402
-from twisted.internet.endpoints import clientFromString, quoteStringArgument, serverFromString  # noqa: E402
-
-from tests.bittorrent_wire import Downloader, Seeder, Torrent  # noqa: E402
-from tests.interop_helpers import (  # noqa: E402
+from tests.bittorrent_wire import Downloader, Seeder, Torrent
+from tests.interop_helpers import (
     LIBTORRENT_VERSION,
     UTP_NATIVE_VERSION,
     OneProtocolFactory,
@@ -68,8 +67,8 @@ from tests.interop_helpers import (  # noqa: E402
     requireUtpNative,
     within,
 )
-from tests.peers.stream import block, expected  # noqa: E402
-from tests.twisted_helpers import closeAllSockets  # noqa: E402
+from tests.peers.stream import block, expected
+from tests.twisted_helpers import closeAllSockets
 
 Run = dict[str, Any]
 
@@ -193,12 +192,8 @@ class Bench:
             "peer_retx": report["utp_counters"].get("utp_packet_resend"),
         }
 
-    async def libtorrentDownloads(self, run: int, host: str) -> Run:
-        info = await self.torrent()
-        torrent = Torrent.fromFile(info["torrent"])
-        factory = OneProtocolFactory(lambda: Seeder(torrent))
-        port = await serverFromString(reactor, f"utp:0:interface={quoteStringArgument(host)}").listen(factory)
-        target = await self.via(host, port.getHost().port, run)
+    async def libtorrentDownload(self, info: dict[str, Any], host: str, target: int) -> tuple[Any, dict[str, Any]]:
+        """libtorrent downloads ``info``'s torrent from ``host:target``; its process and its checked result."""
         peerAddress = f"[{host}]:{target}" if ":" in host else f"{host}:{target}"
         download = self.libtorrent(
             "download", "--torrent", info["torrent"], "--peer", peerAddress, "--host", host,
@@ -206,6 +201,15 @@ class Bench:
         )  # fmt: skip
         result = await download.result(self.timeout + 30)
         assert result["ok"] and result["utp_only"] and result["hashfails"] == 0, result
+        return download, result
+
+    async def libtorrentDownloads(self, run: int, host: str) -> Run:
+        info = await self.torrent()
+        torrent = Torrent.fromFile(info["torrent"])
+        factory = OneProtocolFactory(lambda: Seeder(torrent))
+        port = await serverFromString(reactor, f"utp:0:interface={quoteStringArgument(host)}").listen(factory)
+        target = await self.via(host, port.getHost().port, run)
+        download, result = await self.libtorrentDownload(info, host, target)
         seeder = await within(factory.accepted, 1, "libtorrent's connection", download)
         await within(seeder.lost, 30, "the end of libtorrent's connection", download)
         # libtorrent sends HAVE for each piece it verified, except the last: complete, it
@@ -217,6 +221,63 @@ class Bench:
             "retx": st.retransmissions,
             "fast": st.fast_retransmits,
             "timeouts": st.timeouts,
+            "peer_retx": result["utp_counters"].get("utp_packet_resend"),
+        }
+
+    # ------------------------------------------------------------------ the bare engine
+
+    def engine(self, *args: str) -> PeerProcess:
+        return self.peer(PeerProcess.engine(*args, "--linger", "0.3", "--timeout", str(self.timeout)))
+
+    @staticmethod
+    def _engineStats(result: dict[str, Any]) -> Run:
+        st = result.get("stats") or {}
+        return {"retx": st.get("retransmissions"), "fast": st.get("fast_retransmits"), "timeouts": st.get("timeouts")}
+
+    async def engineSends(self, run: int) -> Run:
+        peer = self.node("listen", "0", "sink")
+        port = await self.via("127.0.0.1", await peer.ready(), run)
+        mine = await self.engine("connect", "127.0.0.1", str(port), "source", str(self.size)).result(self.timeout)
+        result = await peer.result()
+        assert mine["exit"] == 0 and result["bytes"] == self.size and result["stream_match"], (mine, result)
+        return {"mb_per_s": result["mb_per_s"], **self._engineStats(mine)}
+
+    async def engineReceives(self, run: int) -> Run:
+        peer = self.node("listen", "0", "source", str(self.size))
+        port = await self.via("127.0.0.1", await peer.ready(), run)
+        mine = await self.engine("connect", "127.0.0.1", str(port), "sink").result(self.timeout)
+        await peer.result()
+        assert mine["exit"] == 0 and mine["bytes"] == self.size and mine["stream_match"], mine
+        return {"mb_per_s": mine["mb_per_s"], **self._engineStats(mine)}
+
+    async def engineDownloads(self, run: int, host: str) -> Run:
+        seed = self.libtorrent("seed", "--size", str(self.size), "--host", host, "--dir", self.tmp)
+        port = await self.via(host, await seed.ready(120), run)
+        torrent = await seed.line("TORRENT ")
+        mine = await self.engine("connect", host, str(port), "bt-download", torrent).result(self.timeout)
+        report = await seed.stop()
+        assert mine["exit"] == 0 and mine["pieces_verified"] == mine["pieces"] and mine["stream_match"], mine
+        assert report["peers"] and all(p["utp"] for p in report["peers"]), report
+        after = mine["after"]  # as the endpoint row: from the first request to the last piece verified
+        return {
+            "mb_per_s": self.size / 1e6 / (after["done"] - after["first_request"]),
+            **self._engineStats(mine),
+            "peer_retx": report["utp_counters"].get("utp_packet_resend"),
+        }
+
+    async def engineSeeds(self, run: int, host: str) -> Run:
+        info = await self.torrent()
+        seeder = self.engine("listen", "0", "bt-seed", info["torrent"], "--host", host)
+        target = await self.via(host, await seeder.ready(), run)
+        _, result = await self.libtorrentDownload(info, host, target)
+        mine = await seeder.result(30)
+        assert mine["exit"] == 0, mine
+        # As the endpoint row: to libtorrent's last HAVE, or its FIN when it closes instead.
+        after = mine["after"]
+        end = after["last_have"] if mine["haves"] == mine["pieces"] else after["eof"]
+        return {
+            "mb_per_s": self.size / 1e6 / (end - after["first_request"]),
+            **self._engineStats(mine),
             "peer_retx": result["utp_counters"].get("utp_packet_resend"),
         }
 
@@ -232,6 +293,10 @@ ROWS: list[tuple[str, str, str, str, str, str, tuple[Any, ...]]] = [
     ("libtorrent/tx-seed-v4", "libtorrent", "txutp -> peer", "server", V4, "libtorrentDownloads", (V4,)),
     ("libtorrent/tx-download-v6", "libtorrent", "peer -> txutp", "client", V6, "txutpDownloads", (V6,)),
     ("libtorrent/tx-seed-v6", "libtorrent", "txutp -> peer", "server", V6, "libtorrentDownloads", (V6,)),
+    ("engine/utp-native-send", "utp-native", "txutp -> peer", "engine client", V4, "engineSends", ()),
+    ("engine/utp-native-recv", "utp-native", "peer -> txutp", "engine client", V4, "engineReceives", ()),
+    ("engine/libtorrent-download-v4", "libtorrent", "peer -> txutp", "engine client", V4, "engineDownloads", (V4,)),
+    ("engine/libtorrent-seed-v4", "libtorrent", "txutp -> peer", "engine server", V4, "engineSeeds", (V4,)),
 ]
 
 

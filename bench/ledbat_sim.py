@@ -1,6 +1,6 @@
 """LEDBAT and path MTU discovery in the simulator: the figures behind tests/test_ledbat.py and tests/test_mtu.py.
 
-    python bench/ledbat_sim.py
+    python -m bench.ledbat_sim
 
 Deterministic (virtual clock, fixed seeds), so it needs no repeats. Bottleneck:
 10 Mbit/s, 500 ms FIFO buffer, 20 ms base RTT.
@@ -12,10 +12,7 @@ import math
 import random
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tests.helpers  # noqa: F401  (registers the "reno" controller)
 from txutp.engine import UTPConfig

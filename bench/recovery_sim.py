@@ -1,6 +1,6 @@
 """Loss recovery on simulated real paths: the figures behind tests/test_loss_recovery.py.
 
-    python bench/recovery_sim.py [--seeds N]
+    python -m bench.recovery_sim [--seeds N]
 
 4 MB one way over a 40 ms RTT path with no bottleneck (both directions alike), for
 seeds 1..N: clean, 2 and 5 ms of jitter, 5 % of datagrams held back 20 ms, 2 % loss,
@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from txutp.simulator import LinkConfig, Network, StreamApp
 

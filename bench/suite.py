@@ -1,6 +1,6 @@
 """The benchmark suite: txutp against the real uTP peers and its own ceilings, side by side.
 
-    .venv/bin/python bench/suite.py [--runs 3] [--size 100000000] [--lossy-size 4194304] [--idle 10000]
+    .venv/bin/python -m bench.suite [--runs 3] [--size 100000000] [--lossy-size 4194304] [--idle 10000]
                                     [--json bench/results/suite.json] [--rows WORD ...] [--skip-netns]
 
 ``--rows`` runs only the rows whose names contain one of the words (``--rows jitter loss``:
@@ -15,10 +15,10 @@ process, minus the same program's start-up cost measured alone.
 
 Rows:
 
-1. ``txutp -> txutp``: bulk transfer through the endpoints (``bench/utp_bulk.py``).
+1. ``txutp -> txutp``: bulk transfer through the endpoints (``bench.utp_bulk``).
 2. ``utp-native -> utp-native`` (4 MiB socket buffers, and as shipped),
    ``libtorrent -> libtorrent``, ``txutp -> utp-native``, ``utp-native -> txutp``.
-3. The Twisted raw-UDP ceiling: 1400-byte datagrams one way (``bench/udp_blast.py``).
+3. The Twisted raw-UDP ceiling: 1400-byte datagrams one way (``bench.udp_blast``).
 4. 10 000 idle connections on one port: RSS per connection, handshakes per second.
 5. Goodput through ``tests/peers/udp_relay.py`` at 20 ms each way (40 ms RTT), txutp -> txutp
    and utp-native -> utp-native in the same run (``--lossy-size``, 4 MiB): ``jitter only``
@@ -46,10 +46,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-BENCH = ROOT / "bench"
 PEERS = ROOT / "tests" / "peers"
 NODE_PEER = [str(PEERS / "utp_native_peer.js")]
 MB = 1e6
+
+
+def bench(name: str) -> list[str]:
+    """The command that runs ``bench/<name>.py`` (as ``python -m bench.<name>``; every process runs in ROOT)."""
+    return [PY, "-m", f"bench.{name}"]
 
 
 @dataclass
@@ -139,7 +143,7 @@ def _base_cost() -> dict[str, float]:
     """Start-up CPU of each kind of peer process, to subtract from transfers."""
     costs = {}
     for name, argv in {
-        "python": [PY, str(BENCH / "utp_bulk.py"), "--startup-only", "listen", "0", "sink"],
+        "python": [*bench("utp_bulk"), "--startup-only", "listen", "0", "sink"],
         "node": ["node", "-e", f"require({str(PEERS / 'node' / 'node_modules' / 'utp-native')!r})"],
         "libtorrent": [PY, "-c", "import libtorrent"],
     }.items():
@@ -178,11 +182,11 @@ def bulk(
 
 
 def txutp_sink() -> list[str]:
-    return [PY, str(BENCH / "utp_bulk.py"), "listen", "0", "sink"]
+    return [*bench("utp_bulk"), "listen", "0", "sink"]
 
 
 def txutp_source(size: int) -> Callable[[int], list[str]]:
-    return lambda port: [PY, str(BENCH / "utp_bulk.py"), "connect", "127.0.0.1", str(port), "source", str(size)]
+    return lambda port: [*bench("utp_bulk"), "connect", "127.0.0.1", str(port), "source", str(size)]
 
 
 def node_sink(buf: int = 4 << 20) -> list[str]:
@@ -248,16 +252,16 @@ def libtorrent_pair(size: int, base: dict[str, float]) -> dict[str, float]:
 
 
 def udp_ceiling() -> dict[str, float]:
-    recv = Proc.start([PY, str(BENCH / "udp_blast.py"), "recv"])
+    recv = Proc.start([*bench("udp_blast"), "recv"])
     port = recv.ready()
-    send = Proc.start([PY, str(BENCH / "udp_blast.py"), "send", str(port), "--seconds", "2"])
+    send = Proc.start([*bench("udp_blast"), "send", str(port), "--seconds", "2"])
     send.wait()
     r = recv.wait()
     return {"mb_per_s": float(r["mb_per_s"]), "datagrams_per_s": float(r["datagrams_per_s"])}
 
 
 def idle_connections(count: int) -> dict[str, float]:
-    server = Proc.start([PY, str(BENCH / "idle_conns.py"), "server"])
+    server = Proc.start([*bench("idle_conns"), "server"])
     port = server.ready()
     assert server.popen.stdout is not None
 
@@ -267,7 +271,7 @@ def idle_connections(count: int) -> dict[str, float]:
         return dict(json.loads(line))
 
     before = rss()
-    client = Proc.start([PY, str(BENCH / "idle_conns.py"), "client", str(port), str(count)])
+    client = Proc.start([*bench("idle_conns"), "client", str(port), str(count)])
     assert client.popen.stdout is not None
     line = client.popen.stdout.readline()
     result = json.loads(line)
@@ -353,31 +357,29 @@ def ledbat_bottleneck() -> dict[str, float]:
     subprocess.run(["bash", "-c", NETNS_SETUP], check=True)
     procs: list[Proc] = []
     try:
-        echo = Proc.start([PY, str(BENCH / "delay_probe.py"), "echo", "9999"], "utpB")
+        echo = Proc.start([*bench("delay_probe"), "echo", "9999"], "utpB")
         procs.append(echo)
         echo.ready()
 
         def probe(seconds: float) -> list[float]:
-            p = Proc.start([PY, str(BENCH / "delay_probe.py"), "probe", "10.77.1.2", "9999", str(seconds)], "utpA")
+            p = Proc.start([*bench("delay_probe"), "probe", "10.77.1.2", "9999", str(seconds)], "utpA")
             return sorted(p.wait(seconds + 30)["rtt_ms"])
 
         idle = statistics.median(probe(2))
-        sink = Proc.start(
-            [PY, str(BENCH / "utp_bulk.py"), "listen", "7000", "sink", "--interface", "10.77.1.2"], "utpB"
-        )
+        sink = Proc.start([*bench("utp_bulk"), "listen", "7000", "sink", "--interface", "10.77.1.2"], "utpB")
         procs.append(sink)
         sink.ready()
-        tcp_sink = Proc.start([PY, str(BENCH / "tcp_bulk.py"), "recv", "7001", "40"], "utpB")
+        tcp_sink = Proc.start([*bench("tcp_bulk"), "recv", "7001", "40"], "utpB")
         procs.append(tcp_sink)
         tcp_sink.ready()
         source = Proc.start(
-            [PY, str(BENCH / "utp_bulk.py"), "connect", "10.77.1.2", "7000", "source", str(int(BOTTLENECK * 60))],
+            [*bench("utp_bulk"), "connect", "10.77.1.2", "7000", "source", str(int(BOTTLENECK * 60))],
             "utpA",
         )
         procs.append(source)
         time.sleep(8)  # past slow start
         loaded = probe(10)
-        tcp = Proc.start([PY, str(BENCH / "tcp_bulk.py"), "send", "10.77.1.2", "7001", "20", "cubic"], "utpA")
+        tcp = Proc.start([*bench("tcp_bulk"), "send", "10.77.1.2", "7001", "20", "cubic"], "utpA")
         tcp.wait(60)
         per_second = tcp_sink.wait(60)["per_second"]
         steady = per_second[5:20]  # the TCP flow's seconds 5-20, after its own slow start

@@ -1,7 +1,7 @@
 """A plain TCP bulk flow, the competitor in the LEDBAT benchmark.
 
-    python bench/tcp_bulk.py recv PORT SECONDS
-    python bench/tcp_bulk.py send HOST PORT SECONDS [CONGESTION_CONTROL]
+    python -m bench.tcp_bulk recv PORT SECONDS
+    python -m bench.tcp_bulk send HOST PORT SECONDS [CONGESTION_CONTROL]
 
 The receiver accepts one connection and prints one JSON line: the bytes received
 in each second of the run. The sender writes as fast as TCP lets it for SECONDS,

@@ -1,7 +1,7 @@
 """The Twisted raw-UDP ceiling: how many 1400-byte datagrams a Twisted UDP port moves one way.
 
-    python bench/udp_blast.py recv [--seconds S]
-    python bench/udp_blast.py send PORT [--seconds S]
+    python -m bench.udp_blast recv [--seconds S]
+    python -m bench.udp_blast send PORT [--seconds S]
 
 The receiver (a plain ``DatagramProtocol`` on ``reactor.listenUDP``, socket buffers
 raised as txutp raises them) prints ``READY <port>``, counts datagrams and bytes

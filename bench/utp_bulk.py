@@ -1,7 +1,7 @@
 """A bulk-transfer peer over txutp's Twisted endpoints, for the benchmarks.
 
-    python bench/utp_bulk.py listen PORT (sink | source N) [--interface ADDR] [--verify]
-    python bench/utp_bulk.py connect HOST PORT (sink | source N) [--verify]
+    python -m bench.utp_bulk listen PORT (sink | source N) [--interface ADDR] [--verify]
+    python -m bench.utp_bulk connect HOST PORT (sink | source N) [--verify]
 
 ``source N`` writes N bytes of the interop stream (``tests/peers/stream.py``, the
 same bytes the utp-native and libtorrent peers use) through a streaming producer
@@ -19,20 +19,16 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "peers"))
+from twisted.internet import reactor as _reactor
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
-import stream  # type: ignore[import-not-found]  # noqa: E402
-from twisted.internet import reactor as _reactor  # noqa: E402
-from twisted.internet.endpoints import clientFromString, serverFromString  # noqa: E402
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer  # noqa: E402
-from twisted.internet.protocol import Factory, Protocol  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
-from zope.interface import implementer  # noqa: E402
+from tests.peers import stream
 
 reactor: Any = _reactor
 CHUNK = 256 * 1024

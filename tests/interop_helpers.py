@@ -1,6 +1,7 @@
 """Running real uTP peers (utp-native, libtorrent) as subprocesses against txutp's endpoints.
 
-Used by ``tests/test_interop_*.py`` and ``bench/interop_bench.py``. The peers
+Used by ``tests/test_interop_*.py`` and ``bench/interop_bench.py`` (which also runs the bare
+engine as a peer, ``tests/peers/engine_peer.py``, and the UDP relay). The peers
 are installed by ``tests/peers/setup_peers.sh`` (``run-tests.sh`` calls it);
 a missing peer makes :func:`requireUtpNative` / :func:`requireLibtorrent`
 raise ``AssertionError``, so the tests *fail* (they are never skipped).
@@ -40,6 +41,8 @@ NODE_PEER = PEERS / "utp_native_peer.js"
 NODE_MODULES = PEERS / "node" / "node_modules"
 LT_PEER = PEERS / "libtorrent_peer.py"
 RELAY = PEERS / "udp_relay.py"
+#: The bare engine on a raw socket, run as a module (``python -m``) from ROOT.
+ENGINE_PEER = "tests.peers.engine_peer"
 
 UTP_NATIVE_VERSION = "2.5.3"
 LIBTORRENT_VERSION = "2.1.1"
@@ -163,6 +166,11 @@ class PeerProcess:
     @classmethod
     def libtorrent(cls, *args: str) -> PeerProcess:
         return cls([sys.executable, str(LT_PEER), *args], "libtorrent " + args[0])
+
+    @classmethod
+    def engine(cls, *args: str) -> PeerProcess:
+        """``tests/peers/engine_peer.py``: txutp's bare engine on a raw UDP socket, no reactor."""
+        return cls([sys.executable, "-m", ENGINE_PEER, *args], "engine peer " + " ".join(args[:3]))
 
     @classmethod
     def relay(

@@ -12,7 +12,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
 from tests.twisted_helpers import closeAllSockets, sleep
-from txutp._multiplexer import _SOL_UDP, _UDP_SEGMENT, acquireMultiplexer
+from txutp import acquireMultiplexer
+from txutp._udp import _SOL_UDP, _UDP_SEGMENT
 from txutp.engine import DontFragment
 
 LINUX = sys.platform.startswith("linux")
@@ -54,7 +55,7 @@ class BatchedIOTests(unittest.TestCase):
         self.addCleanup(sink.close)
         dest = sink.getsockname()
         out = [(bytes([i]) * 1400, dest) for i in range(10)] + [(b"tail", dest)]
-        self.mux._sendBatch(out)
+        self.mux.carrier.writeBatch(out)
         self.assertEqual(_drain(sink, 11), [d for d, _ in out])
         self.assertEqual(self.mux.stats.gso_sends, 1)
         self.assertEqual(self.mux.stats.datagrams_sent, 11)
@@ -73,7 +74,7 @@ class BatchedIOTests(unittest.TestCase):
             (DontFragment(b"6" * 1200), pb),  # a probe always goes alone
             (b"7" * 1200, pb),
         ]
-        self.mux._sendBatch(out)
+        self.mux.carrier.writeBatch(out)
         self.assertEqual(_drain(a, 2), [b"1" * 1000, b"2" * 1000])
         self.assertEqual(_drain(b, 5), [b"3" * 1000, b"4" * 1000, b"5" * 1200, b"6" * 1200, b"7" * 1200])
         self.assertEqual(self.mux.stats.datagrams_sent, 7)
@@ -86,11 +87,11 @@ class BatchedIOTests(unittest.TestCase):
         def refuse(*args: object) -> None:
             raise OSError(errno.EIO, "Input/output error")
 
-        self.mux._sendmsg = refuse
+        self.mux.carrier.sendmsg = refuse
         out = [(bytes([i]) * 500, dest) for i in range(5)]
-        self.mux._sendBatch(out)
+        self.mux.carrier.writeBatch(out)
         self.assertEqual(_drain(sink, 5), [d for d, _ in out])
-        self.assertFalse(self.mux._gso)
+        self.assertFalse(self.mux.carrier.gso)
 
     def test_a_full_socket_buffer_loses_the_run(self) -> None:
         sink = _raw_receiver()
@@ -99,10 +100,10 @@ class BatchedIOTests(unittest.TestCase):
         def full(*args: object) -> None:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
-        self.mux._sendmsg = full
-        self.mux._sendBatch([(b"x" * 500, sink.getsockname())] * 4)
+        self.mux.carrier.sendmsg = full
+        self.mux.carrier.writeBatch([(b"x" * 500, sink.getsockname())] * 4)
         self.assertEqual(self.mux.stats.send_errors, 4)
-        self.assertTrue(self.mux._gso)  # congestion, not a missing feature
+        self.assertTrue(self.mux.carrier.gso)  # congestion, not a missing feature
 
     async def test_coalesced_reads_are_split_into_datagrams(self) -> None:
         if not LINUX:

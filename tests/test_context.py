@@ -739,3 +739,45 @@ def test_syn_reusing_a_live_id_is_invalid():
     assert ctx.stats.invalid_packets == 1
     assert ctx.datagrams_to_send(0.1) == []
     assert len(ctx.connections) == 1
+
+
+# ---------------------------------------------------------------------------
+# caller-chosen connection ids (agreed out of band, as the Portal Network does)
+# ---------------------------------------------------------------------------
+
+
+def test_connect_on_a_chosen_id_and_refuse_a_clash():
+    from txutp.engine import ConnectionIdInUse
+
+    ctx = UTPContext(random_bits=ScriptedBits(strict=False))
+    conn = ctx.connect(PEER, 0.0, connection_id=4000)
+    assert (conn.recv_id, conn.send_id) == (4000, 4001)
+    [(syn, _)] = sent(ctx, 0.0)
+    assert (syn.type, syn.connection_id) == (ST_SYN, 4000)
+    for clash in (3998, 3999, 4000, 4001):  # an id in use, or one a RESET by send id could be taken for
+        with pytest.raises(ConnectionIdInUse, match=str(clash)):
+            ctx.connect(PEER, 0.0, connection_id=clash)
+    ctx.connect(PEER, 0.0, connection_id=4002)
+    ctx.connect(OTHER, 0.0, connection_id=4000)  # the same id towards another address is fine
+
+
+def test_an_expected_syn_is_accepted_by_a_context_that_does_not_listen():
+    from txutp.engine import ConnectionIdInUse
+
+    ctx = UTPContext(random_bits=ScriptedBits(strict=False))  # not accepting
+    ctx.expect(PEER, 700, 0.0)
+    with pytest.raises(ConnectionIdInUse):
+        ctx.expect(PEER, 700, 0.0)
+    ctx.receive_datagram(pkt(SYN, 900, 1, 0), PEER, 0.0)  # another id: refused as before
+    ctx.receive_datagram(pkt(SYN, 700, 50, 0), OTHER, 0.0)  # another address: refused
+    ctx.receive_datagram(pkt(SYN, 700, 50, 0), PEER, 0.0)
+    conn = ctx.connections[(PEER, 701)]
+    assert (conn.send_id, conn.initiator) == (700, False)
+    assert sorted(p.type for p, _ in sent(ctx, 0.0)) == [ST_STATE, ST_RESET, ST_RESET]
+    ctx.receive_datagram(pkt(SYN, 702, 60, 0), PEER, 0.1)  # used up: a second SYN is refused
+    assert [p.type for p, _ in sent(ctx, 0.1)] == [ST_RESET]
+    ctx.expect(PEER, 800, 0.2)
+    ctx.unexpect(PEER, 800)
+    ctx.unexpect(PEER, 800)  # nothing expected: nothing happens
+    ctx.receive_datagram(pkt(SYN, 800, 70, 0), PEER, 0.3)
+    assert [p.type for p, _ in sent(ctx, 0.3)] == [ST_RESET]

@@ -142,6 +142,19 @@ def test_dht_shared_port(server) -> None:
     ), out
 
 
+def test_envelope_carrier(server) -> None:
+    catalogue = server(example("envelope_carrier.py"), "serve", "0")
+    digest = hashlib.sha256(random.Random(29).randbytes(2_000_000)).hexdigest()
+    out = run(example("envelope_carrier.py"), "fetch", str(catalogue.port), "random.bin")
+    assert re.fullmatch(
+        rf"random\.bin: 2000000 of 2000000 bytes over uTP, connection id \d+, sha256 {digest}\n", out
+    ), out
+    assert (
+        run(example("envelope_carrier.py"), "fetch", str(catalogue.port), "nothing")
+        == "nothing: not in the catalogue\n"
+    )
+
+
 def test_tcp_bridge() -> None:
     result = subprocess.run(
         ["bash", example("tcp_bridge.sh")],

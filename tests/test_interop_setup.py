@@ -1,14 +1,17 @@
-"""A missing interop peer fails the suite with a clear message: it is never a silent skip."""
+"""The interop peers run: a missing one fails the suite with a clear message (never a silent skip),
+and the bare-engine peer (``tests/peers/engine_peer.py``, no external dependency) completes a run."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.interop_helpers import ROOT, SETUP_HINT, requireLibtorrent, requireUtpNative
+from tests.interop_helpers import ENGINE_PEER, ROOT, SETUP_HINT, requireLibtorrent, requireUtpNative
+from tests.peers.stream import expected
 
 SETUP = ROOT / "tests" / "peers" / "setup_peers.sh"
 
@@ -61,3 +64,34 @@ def test_setup_script_fails_loudly_without_python(tmp_path) -> None:
     )
     assert out.returncode != 0
     assert "setup_peers: ERROR: python interpreter" in out.stderr
+
+
+def test_the_engine_peer_runs_against_itself() -> None:
+    """``engine_peer.py connect ... source N`` into ``engine_peer.py listen 0 sink``: the CLI and result line."""
+    peer = [sys.executable, "-m", ENGINE_PEER]
+    options = ["--linger", "0.2", "--timeout", "30"]
+    sink = subprocess.Popen(
+        [*peer, "listen", "0", "sink", *options], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert sink.stdout is not None
+        ready = sink.stdout.readline()
+        assert ready.startswith("READY "), ready + sink.communicate(timeout=30)[1]
+        port = ready.split()[1]
+        source = subprocess.run(
+            [*peer, "connect", "127.0.0.1", port, "source", "300000", *options],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out, err = sink.communicate(timeout=30)
+    finally:
+        sink.kill()
+    assert source.returncode == 0, source.stdout + source.stderr
+    assert sink.returncode == 0, out + err
+    sent, received = json.loads(source.stdout.splitlines()[-1]), json.loads(out.splitlines()[-1])
+    assert (sent["mode"], sent["bytes_sent"], sent["error"]) == ("source", 300_000, None)
+    assert (received["role"], received["bytes"], received["stream_match"]) == ("listen", 300_000, True)
+    assert received["sha256"] == expected(300_000)["sha256"]
+    assert [e[1] for e in received["events"]][-2:] == ["EndOfStream", "ConnectionClosed"]

@@ -15,7 +15,7 @@ libutp quirks met here (``shared/reference/utp-protocol.md`` §5.3, §6.1):
 * our ST_RESET (``abortConnection``) reaches a listening, receiving utp-native as
   ``UTP_ECONNRESET``. (A utp-native that is itself *sending* does not always surface a
   RESET to JavaScript: libutp stops the connection, but the stream may never emit
-  'error' or 'close'. ``bench/interop_probe.py`` shows it; these tests avoid it.)
+  'error' or 'close'. ``tests/peers/engine_peer.py`` shows it (``tests/peers/README.md``); these tests avoid it.)
 * libutp never sends ST_RESET on a live connection. ``reset-after`` makes utp-native
   ``destroy()`` the connection: libutp sends a FIN, forgets the connection once the FIN is
   acknowledged and answers the next DATA with ST_RESET. So txutp sees ``readConnectionLost``

@@ -436,7 +436,7 @@ class RobustnessTests(ProtocolTestCase):
         port = await self.listen(echoFactory())
         client = await self.connect(port, Factory.forProtocol(Collector))
         mux = client.transport._mux
-        realWrite, realSendmsg = mux._sendto, mux._sendmsg
+        realWrite, realSendmsg = mux.carrier.sendto, mux.carrier.sendmsg
         calls = [0]
 
         def flaky() -> None:
@@ -454,7 +454,7 @@ class RobustnessTests(ProtocolTestCase):
             flaky()
             return realSendmsg(*args)
 
-        mux._sendto, mux._sendmsg = flakyWrite, flakySendmsg
+        mux.carrier.sendto, mux.carrier.sendmsg = flakyWrite, flakySendmsg
         payload = os.urandom(500_000)
         client.transport.write(payload)
         while len(client.data) < len(payload):
@@ -517,7 +517,7 @@ def _recv(sock: socket.socket) -> Deferred[bytes]:
 
 class PathMTUTests(ProtocolTestCase):
     async def test_probes_carry_dont_fragment_and_emsgsize_reaches_the_engine(self) -> None:
-        from txutp._multiplexer import _IP_MTU_DISCOVER, _PMTUDISC_DO, _PMTUDISC_DONT
+        from txutp._udp import _IP_MTU_DISCOVER, _PMTUDISC_DO, _PMTUDISC_DONT
         from txutp.engine import DontFragment
 
         port = await self.listen(echoFactory())
@@ -525,7 +525,7 @@ class PathMTUTests(ProtocolTestCase):
         mux = client.transport._mux
         sock = mux.port.socket
         self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER), _PMTUDISC_DONT)
-        realWrite = mux._sendto
+        realWrite = mux.carrier.sendto
         modes: list[tuple[bool, int]] = []
         tooBig: list[int] = []
 
@@ -536,7 +536,7 @@ class PathMTUTests(ProtocolTestCase):
                 raise OSError(errno.EMSGSIZE, "Message too long")
             return realWrite(data, addr)
 
-        mux._sendto = recordingWrite
+        mux.carrier.sendto = recordingWrite
         payload = os.urandom(2 * 1024 * 1024)
         client.transport.write(payload)
         while len(client.data) < len(payload):

@@ -4,7 +4,9 @@ The protocol engine lives in :mod:`txutp.engine` (pure, no Twisted) and the
 network simulator in :mod:`txutp.simulator`. Importing :mod:`txutp` imports
 neither Twisted nor the reactor: the Twisted-facing names
 (:class:`UTPServerEndpoint`, :class:`UTPClientEndpoint`, :class:`UTPTransport`,
-:class:`UTPMultiplexer`) are loaded on first access.
+:class:`UTPMultiplexer`, :func:`listenUTP` and the port registry's
+:func:`acquireMultiplexer` and :func:`activeMultiplexers`) are loaded on first
+access. Carriers other than UDP are in :mod:`txutp.carriers`.
 """
 
 from __future__ import annotations
@@ -15,17 +17,23 @@ from ._version import __version__
 from .engine import UTPConfig
 
 if TYPE_CHECKING:
-    from ._multiplexer import UTPMultiplexer
+    from ._multiplexer import MultiplexerStats, UTPMultiplexer
+    from ._registry import acquireMultiplexer, activeMultiplexers
+    from ._udp import listenUTP
     from .endpoints import UTPClientEndpoint, UTPServerEndpoint
     from .transport import UTPTransport
 
 __all__ = [
+    "MultiplexerStats",
     "UTPClientEndpoint",
     "UTPConfig",
     "UTPMultiplexer",
     "UTPServerEndpoint",
     "UTPTransport",
     "__version__",
+    "acquireMultiplexer",
+    "activeMultiplexers",
+    "listenUTP",
 ]
 
 _LAZY = {
@@ -33,6 +41,10 @@ _LAZY = {
     "UTPClientEndpoint": "txutp.endpoints",
     "UTPTransport": "txutp.transport",
     "UTPMultiplexer": "txutp._multiplexer",
+    "MultiplexerStats": "txutp._multiplexer",
+    "listenUTP": "txutp._udp",
+    "acquireMultiplexer": "txutp._registry",
+    "activeMultiplexers": "txutp._registry",
 }
 
 

@@ -1,94 +1,78 @@
-"""The I/O layer: one UDP port driving one :class:`~txutp.engine.UTPContext`.
+"""The driver: one :class:`~txutp.engine.UTPContext` over one datagram carrier.
 
-:class:`UTPMultiplexer` is a :class:`~twisted.internet.protocol.DatagramProtocol`.
-It feeds every datagram to the sans-IO context, then *flushes* once per read
-batch: on POSIX reactors its port (:class:`_BatchingPort`) reports the end of
-each ``doRead`` (which reads up to 256 KiB of datagrams), elsewhere a
-``callLater(0)`` scheduled by ``datagramReceived`` does. A flush drains events
-into the connections' transports, sends the datagrams due, and re-arms one
-reactor timer at the context's earliest deadline. Application calls on a
-transport schedule the same flush with ``callLater(0)``, so everything a reactor
-turn asks for leaves once (ACK coalescing, as libutp's ``utp_issue_deferred_acks``).
+:class:`UTPMultiplexer` is a :class:`~twisted.internet.protocol.DatagramProtocol`
+for a *carrier* (:mod:`txutp.carriers`): the UDP port of :func:`txutp.listenUTP`,
+a port of ``reactor.listenUDP``, a :class:`~txutp.carriers.MemoryNetwork`
+address, an :class:`~txutp.carriers.EnvelopeCarrier` or one of yours. The
+carrier is made outside the multiplexer and starts it, as ``reactor.listenUDP``
+starts its protocol.
 
-Multiplexers are shared through a registry of ports per reactor, keyed by
-``(interface, port)``, so a server and clients that bind its port use one
-socket; a multiplexer closes its socket once nobody uses it and its lingering
-connections have ended.
+The multiplexer feeds every datagram to the sans-IO context, then *flushes*
+once per read batch: a batching carrier (the UDP port on POSIX reactors) calls
+:meth:`~UTPMultiplexer.readBatchDone` at the end of each batch, and for any
+other carrier ``datagramReceived`` schedules a ``callLater(0)``. A flush drains
+events into the connections' transports, hands the datagrams due to the
+carrier, and re-arms one timer at the context's earliest deadline. Application
+calls on a transport schedule the same flush with ``callLater(0)``, so
+everything a reactor turn asks for leaves once (ACK coalescing, as libutp's
+``utp_issue_deferred_acks``).
+
+Transports see their multiplexer only as a :class:`~txutp.transport.TransportOwner`.
+The registry that shares UDP ports between endpoints is :mod:`txutp._registry`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import socket
-import struct
-import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from twisted.internet import error, udp
-from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet import error
+from twisted.internet.abstract import isIPAddress
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorFDSet
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .carriers import BatchingCarrier, asIAddress
 from .engine import (
     Connected,
+    ConnectionIdInUse,
     ConnectionLimitError,
     ConnectionReset,
     ConnectionState,
     ConnectionTerminated,
     ConnectionTimedOut,
-    DontFragment,
     Event,
     UTPConfig,
     UTPConnection,
     UTPContext,
 )
+from .transport import UTPTransport
 
-if TYPE_CHECKING:
-    from .transport import UTPTransport
+__all__ = ["MultiplexerStats", "UTPMultiplexer"]
 
-__all__ = ["MultiplexerStats", "UTPMultiplexer", "acquireMultiplexer", "activeMultiplexers"]
-
-#: A reactor providing IReactorUDP and IReactorTime (and, for name resolution, IReactorPluggableNameResolver).
+#: A reactor or clock providing IReactorTime; the registry's also IReactorUDP (and, for names, a resolver).
 Reactor = Any
-Address = tuple[str, int]
+Datagrams = list[tuple[bytes, Any]]
 
-#: Socket buffer size asked for (libutp and libtorrent collapse on loopback with the 212 992-byte default).
-SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
-#: Largest datagram read; uTP never sends more than 1472 bytes, but the user protocol might.
-MAX_PACKET_SIZE = 65535
-
-#: Bytes read per read batch (one flush each); Twisted's own udp.Port reads 256 KiB.
-READ_BATCH_BYTES = 512 * 1024
-
-# Linux <linux/udp.h>: segmentation offload, sending (GSO) and receiving (GRO).
-_SOL_UDP = 17
-_UDP_SEGMENT = 103
-_UDP_GRO = 104
-#: The kernel's UDP_MAX_SEGMENTS, and the largest UDP payload of one send.
-_GSO_MAX_SEGMENTS = 64
-_GSO_MAX_BYTES = 65507
-_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
-_READ_RETRY_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE})
-_SEND_LOSS_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
-
-# Linux <linux/in.h>, <linux/in6.h>: per-socket path MTU discovery mode (not exported by the socket module).
-_IP_MTU_DISCOVER = 10
-_IPV6_MTU_DISCOVER = 23
-_PMTUDISC_DONT = 0
-_PMTUDISC_DO = 2
+_M16 = 0xFFFF
 
 _log = Logger()
 
 
 @dataclass(slots=True)
 class MultiplexerStats:
-    """Counters of one multiplexer's socket (the context keeps its own in ``context.stats``)."""
+    """Counters of one multiplexer and its carrier (the context keeps its own in ``context.stats``).
+
+    The UDP port counts what it sends (leaving out what the socket refused) and
+    its socket's features; over other carriers the multiplexer counts what it
+    hands over (and, for a carrier without ``writeBatch``, what ``write``
+    refused), and the socket's counters stay 0.
+    """
 
     datagrams_received: int = 0
     datagrams_sent: int = 0
@@ -96,7 +80,7 @@ class MultiplexerStats:
     bytes_sent: int = 0
     #: Read batches (one flush each).
     batches: int = 0
-    #: Datagrams the socket refused to send (EAGAIN, ENOBUFS, ECONNREFUSED, EMSGSIZE, any OSError): treated as loss.
+    #: Datagrams the carrier refused to send (EAGAIN, ENOBUFS, ECONNREFUSED, EMSGSIZE, any error): treated as loss.
     send_errors: int = 0
     #: sendmsg calls that sent a run of datagrams at once (UDP GSO).
     gso_sends: int = 0
@@ -115,114 +99,44 @@ class MultiplexerStats:
         return asdict(self)
 
 
-def _normalizeInterface(interface: str) -> str:
-    return "0.0.0.0" if interface == "" else interface
-
-
-def _makeAddress(host: str, port: int) -> IPv4Address | IPv6Address:
-    if host.startswith("::ffff:") and isIPAddress(host[7:]):
-        host = host[7:]
-    if ":" in host:
-        return IPv6Address("UDP", host, port)
-    return IPv4Address("UDP", host, port)
-
-
 class _SharedDatagramTransport:
-    """The transport of a user :class:`DatagramProtocol` sharing a uTP port: ``write(data, addr)`` on that port."""
+    """The transport of a user :class:`DatagramProtocol` sharing the carrier: ``write(data, addr)`` on it."""
 
     def __init__(self, mux: UTPMultiplexer) -> None:
         self._mux = mux
 
-    def write(self, data: bytes, addr: Address) -> None:
-        """Send ``data`` to ``addr`` from the shared port; errors count as loss, as for uTP."""
-        self._mux._sendDatagram(data, addr)
+    def write(self, data: bytes, addr: Any) -> None:
+        """Send ``data`` to ``addr`` through the carrier; errors count as loss, as for uTP."""
+        self._mux._send([(data, addr)])
 
-    def getHost(self) -> IPv4Address | IPv6Address:
-        """The shared port's address."""
+    def getHost(self) -> IAddress:
+        """The carrier's address."""
         return self._mux.getHost()
 
 
-class _PendingConnect:
-    """An outgoing connection whose handshake has not finished yet."""
+class _Pending:
+    """A connection asked for (``connect``, ``expect``) whose handshake has not finished."""
 
-    def __init__(self, factory: IProtocolFactory, deferred: Deferred[IProtocol], address: Any) -> None:
+    def __init__(self, factory: IProtocolFactory, deferred: Deferred[IProtocol], address: IAddress) -> None:
         self.factory = factory
         self.deferred = deferred
         self.address = address
         self.timeoutCall: IDelayedCall | None = None
-        self.failure: Failure | None = None
-
-
-class _BatchingPort(udp.Port):
-    """A UDP port that reads in batches and tells its multiplexer when a batch is over.
-
-    With ``UDP_GRO`` (Linux) one ``recvmsg`` returns a run of datagrams from one
-    sender coalesced into one buffer plus their segment size; they are split here.
-    Without it, datagrams are read one ``recvfrom`` at a time. Either way a batch
-    ends after ``READ_BATCH_BYTES`` or when the socket is empty, and the
-    multiplexer flushes once for the whole batch.
-    """
-
-    protocol: UTPMultiplexer
-    gro = False
-
-    def enableGRO(self) -> bool:
-        """Ask the kernel to coalesce received datagrams (Linux UDP_GRO); return whether it works."""
-        with contextlib.suppress(OSError, AttributeError):
-            self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1)
-            self.gro = True
-        return self.gro
-
-    def doRead(self) -> None:
-        try:
-            self._readBatch()
-        finally:
-            if self.connected:
-                self.protocol.readBatchDone()
-
-    def _readBatch(self) -> None:
-        sock = self.socket
-        received = self.protocol.datagramReceived
-        ipv6 = self.addressFamily == socket.AF_INET6
-        budget = READ_BATCH_BYTES
-        gro = self.gro
-        while budget > 0:
-            try:
-                if gro:
-                    data, ancillary, _flags, addr = sock.recvmsg(MAX_PACKET_SIZE, _GRO_CMSG_SPACE)
-                else:
-                    data, addr = sock.recvfrom(MAX_PACKET_SIZE)
-                    ancillary = None
-            except BlockingIOError:
-                return
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if e.errno in _READ_RETRY_ERRNOS:
-                    continue  # an ICMP error about an earlier datagram: not fatal for the socket
-                raise
-            if ipv6:
-                addr = addr[:2]
-            budget -= len(data)
-            segment = 0
-            if ancillary:
-                for level, kind, value in ancillary:
-                    if level == _SOL_UDP and kind == _UDP_GRO:
-                        segment = int.from_bytes(value[:4], sys.byteorder)
-            if segment and len(data) > segment:
-                self.protocol.stats.gro_reads += 1
-                for start in range(0, len(data), segment):
-                    received(data[start : start + segment], addr)
-            else:
-                received(data, addr)
 
 
 class UTPMultiplexer(DatagramProtocol):
-    """Owns one UDP port and every uTP connection on it.
+    """Every uTP connection on one carrier (a UDP port, or any other), driven by one engine context.
 
-    ``datagramProtocol``, if given, receives the datagrams that are not uTP
-    (a DHT sharing the port, say); its transport can ``write(data, addr)`` on
-    the same port. Without one, such datagrams are dropped and counted.
+    ``reactor`` needs only ``callLater`` and ``seconds``: a reactor or a
+    ``task.Clock``. ``datagramProtocol``, if given, receives the datagrams
+    that are not uTP (a DHT sharing the port, say); its transport can
+    ``write(data, addr)`` through the same carrier. Without one, such
+    datagrams are dropped and counted. With ``closeWhenUnused`` (the
+    registry's multiplexers), the carrier is stopped once no listening,
+    connection, pending connection or :meth:`hold` needs it and its lingering
+    connections have ended; otherwise it runs until :meth:`closeNow`.
+
+    Addresses are the carrier's (for UDP, ``(host, port)`` with an IP literal).
     """
 
     noisy = False
@@ -232,19 +146,31 @@ class UTPMultiplexer(DatagramProtocol):
         return "uTP"
 
     def __init__(
-        self, reactor: Reactor, config: UTPConfig | None = None, *, datagramProtocol: DatagramProtocol | None = None
+        self,
+        reactor: Reactor,
+        config: UTPConfig | None = None,
+        *,
+        datagramProtocol: DatagramProtocol | None = None,
+        closeWhenUnused: bool = False,
     ) -> None:
         self.reactor = reactor
         self.config = config or UTPConfig()
         self.context = UTPContext(self.config, accepting=False)
         self.stats = MultiplexerStats()
         self.datagramProtocol = datagramProtocol
-        self.port: Any = None
+        self.closeWhenUnused = closeWhenUnused
+        #: The carrier, from its ``makeConnection`` on (kept after it stops, unlike ``transport``).
+        self.carrier: Any = None
         #: The factory of the listening port, if any.
         self.listenFactory: IProtocolFactory | None = None
-        self.registryKey: tuple[Any, str, int] | None = None
+        self._host: IAddress = IPv4Address("UDP", "0.0.0.0", 0)
+        self._ipv6Carrier = False
+        #: How a flush hands its datagrams to the carrier (its ``writeBatch``, or one ``write`` each).
+        self._send: Callable[[Datagrams], None] = self._writeEach
+        self._batching = False
         self._transports: dict[UTPConnection, UTPTransport] = {}
-        self._connecting: dict[UTPConnection, _PendingConnect] = {}
+        self._connecting: dict[UTPConnection, _Pending] = {}
+        self._expected: dict[tuple[Any, int], _Pending] = {}
         self._pendingDelivery: dict[UTPTransport, None] = {}
         self._watched: dict[UTPTransport, None] = {}
         self._holds = 0
@@ -255,92 +181,63 @@ class UTPMultiplexer(DatagramProtocol):
         self._dirty = False
         self._closing = False
         self._closed = False
+        self._done = False
         self._whenClosed: list[Deferred[None]] = []
-        self._batching = False
         self._readPending = False
-        self._dfLevels: list[tuple[int, int]] = []
-        self._gso = False
-        #: The socket's sendto and sendmsg (a seam for tests that make sending fail).
-        self._sendto: Any = None
-        self._sendmsg: Any = None
 
-    # ------------------------------------------------------------------ port lifecycle
+    @property
+    def port(self) -> Any:
+        """The carrier (the name it had when it was always a UDP port)."""
+        return self.carrier
 
-    def listenOn(self, port: int, interface: str) -> None:
-        """Bind the UDP port and raise its socket buffers.
-
-        On reactors with file-descriptor sets (every POSIX reactor) the port is
-        a :class:`_BatchingPort`, which flushes right after each read batch, in
-        the reactor's I/O callback. Elsewhere it is ``reactor.listenUDP``'s port
-        and the flush follows each batch through ``callLater(0)``.
-        """
-        if IReactorFDSet.providedBy(self.reactor):
-            udpPort = _BatchingPort(port, self, interface, MAX_PACKET_SIZE, self.reactor)  # type: ignore[no-untyped-call]
-            udpPort.startListening()  # type: ignore[no-untyped-call]
-            self.port = udpPort
-            self._batching = True
-            if sys.platform.startswith("linux"):
-                self._gso = True  # tried on first use; turned off if the kernel refuses
-                udpPort.enableGRO()
-        else:  # pragma: no cover - IOCP
-            self.port = self.reactor.listenUDP(port, self, interface=interface, maxPacketSize=MAX_PACKET_SIZE)
-        self._raiseSocketBuffers()
-        self._setupDontFragment()
-        sock = getattr(self.port, "socket", None)
-        if sock is not None:
-            self._sendto = sock.sendto
-            self._sendmsg = sock.sendmsg
-
-    def _raiseSocketBuffers(self) -> None:
-        sock = getattr(self.port, "socket", None)
-        if sock is None:
-            return
-        for opt, force, field in (
-            (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None), "rcvbuf"),
-            (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None), "sndbuf"),
-        ):
-            try:
-                if sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER_SIZE:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_SIZE)
-                    if force is not None and sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER_SIZE:
-                        # Above net.core.*mem_max only with CAP_NET_ADMIN; otherwise keep what we got.
-                        with contextlib.suppress(OSError):
-                            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_SIZE)
-                setattr(self.stats, field, sock.getsockopt(socket.SOL_SOCKET, opt))
-            except OSError:  # pragma: no cover - platforms without the option
-                pass
+    # ------------------------------------------------------------------ the carrier
 
     def startProtocol(self) -> None:
-        """Start the user datagram protocol, if any, on the shared port."""
+        """The carrier started us: learn its address and batching, start the user datagram protocol."""
+        carrier: Any = self.transport
+        self.carrier = carrier
+        host = carrier.getHost()
+        self._ipv6Carrier = isinstance(host, IPv6Address)
+        self._host = asIAddress(host)
+        if isinstance(carrier, BatchingCarrier):
+            self._batching = True
+            # The UDP port counts what it sends into our stats itself (leaving out what the socket refused).
+            self._send = carrier.writeBatch if getattr(carrier, "stats", None) is self.stats else self._writeBatch
+        else:
+            self._send = self._writeEach
         if self.datagramProtocol is not None:
             self.datagramProtocol.makeConnection(_SharedDatagramTransport(self))  # type: ignore[arg-type]
 
     def stopProtocol(self) -> None:
-        """The socket is going (we close it, or the reactor shuts down): end everything at once.
+        """The carrier is stopping (we stop it, or the reactor shuts down): end everything at once.
 
-        Live connections are reset (their RESETs still leave: the socket closes
+        Live connections are reset (their RESETs still leave: the carrier stops
         right after this returns), so peers learn at once rather than time out.
         """
         now = self.reactor.seconds()
         for conn in list(self.context.connections.values()):
             conn.abort(now)
-        port = self.port
-        if port is not None and getattr(port, "socket", None) is not None:
-            for data, addr in self.context.datagrams_to_send(now):
-                with contextlib.suppress(Exception):
-                    port.write(data, addr)
+        out = self.context.datagrams_to_send(now)
+        if out:
+            try:
+                self._send(out)
+            except Exception:
+                _log.failure("Unhandled error while sending the last datagrams of a uTP port")
         self._closed = True
-        self._unregister()
         for call in (self._flushCall, self._timerCall):
             if call is not None and call.active():
                 call.cancel()
         self._flushCall = self._timerCall = None
         self._timerAt = None
+        closed = error.ConnectError("the uTP port was closed")
         for conn, pending in list(self._connecting.items()):
             del self._connecting[conn]
-            self._failPending(pending, Failure(error.ConnectError("the uTP socket was closed")))
+            self._failPending(pending, Failure(closed))
+        for key, pending in list(self._expected.items()):
+            del self._expected[key]
+            self._failPending(pending, Failure(closed))
         for transport in list(self._transports.values()):
-            transport._socketClosed()
+            transport.carrierClosed()
         self._transports.clear()
         self._pendingDelivery.clear()
         self._watched.clear()
@@ -348,24 +245,25 @@ class UTPMultiplexer(DatagramProtocol):
             conn.abort(now)
         while self.context.next_event() is not None:
             pass
-        self.context.datagrams_to_send(now)  # discard: the socket is closed
+        self.context.datagrams_to_send(now)  # discard: the carrier has stopped
         if self.listenFactory is not None:
             factory, self.listenFactory = self.listenFactory, None
             factory.doStop()
         if self.datagramProtocol is not None:
             self.datagramProtocol.doStop()
         if not self._closing:
-            # The reactor closed the port (shutdown); the socket is closed right after this returns.
+            # The carrier stopped by itself (the reactor shut the port down).
             self._fireClosed()
 
     def _fireClosed(self) -> None:
+        self._done = True
         waiters, self._whenClosed = self._whenClosed, []
         for d in waiters:
             d.callback(None)
 
     def whenClosed(self) -> Deferred[None]:
-        """A Deferred that fires once the socket is closed."""
-        if self._closed:
+        """A Deferred that fires once the carrier has stopped."""
+        if self._done:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._whenClosed.append(d)
@@ -373,18 +271,23 @@ class UTPMultiplexer(DatagramProtocol):
 
     @property
     def closed(self) -> bool:
-        """The socket is closed."""
+        """The carrier has stopped."""
         return self._closed
 
-    def getHost(self) -> IPv4Address | IPv6Address:
-        """The local address of the UDP port, as an ``IPv4Address``/``IPv6Address`` of type ``'UDP'``."""
-        addr = self.port.getHost() if self.port is not None else None
-        if addr is None:
-            return IPv4Address("UDP", "0.0.0.0", 0)
-        return _makeAddress(addr.host, addr.port)
+    @property
+    def closing(self) -> bool:
+        """The carrier is stopping or has stopped: no new connection or listening."""
+        return self._closing or self._closed
+
+    def getHost(self) -> IAddress:
+        """The carrier's address: for UDP an ``IPv4Address``/``IPv6Address`` of type ``'UDP'``.
+
+        Other carriers' addresses are as :func:`~txutp.carriers.asIAddress` gives them.
+        """
+        return self._host
 
     def hold(self) -> None:
-        """Keep the socket open until :meth:`release` (while a listen or connect is being set up)."""
+        """Keep the carrier running until :meth:`release` (while a listen or connect is being set up)."""
         self._holds += 1
 
     def release(self) -> None:
@@ -394,12 +297,14 @@ class UTPMultiplexer(DatagramProtocol):
 
     @property
     def inUse(self) -> bool:
-        """Someone still needs the socket: a listening port, a connection, a pending connect or a hold."""
-        return bool(self.listenFactory is not None or self._transports or self._connecting or self._holds)
+        """Someone needs the carrier: a listening port, a connection, a pending connect or expect, a hold."""
+        return bool(
+            self.listenFactory is not None or self._transports or self._connecting or self._expected or self._holds
+        )
 
     def _maybeClose(self) -> None:
-        """Close the socket if nobody uses it and no connection lingers."""
-        if self._closed or self._closing or self.inUse:
+        """With ``closeWhenUnused``, stop the carrier if nobody uses it and no connection lingers."""
+        if not self.closeWhenUnused or self._closed or self._closing or self.inUse:
             return
         if self._flushing:
             return  # the flush ends by calling this again
@@ -416,98 +321,167 @@ class UTPMultiplexer(DatagramProtocol):
         # Otherwise connections linger to re-ACK a last FIN; the flush after their timers comes back here.
 
     def closeNow(self) -> Deferred[None]:
-        """Close the socket at once, ending every connection; fires when it is closed."""
-        if self._closed:
+        """Stop the carrier at once, ending every connection; fires when it has stopped."""
+        if self._done:
             return succeed(None)
         d = self.whenClosed()
         if not self._closing:
             self._closing = True
-            self._unregister()
             if self._flushCall is not None and self._flushCall.active():
                 self._flushCall.cancel()
             self._flushCall = None
-            port = self.port
-            if port is not None and hasattr(port, "connectionLost"):
-                # Close synchronously: udp.Port.stopListening defers this with callLater(0), which a reactor
-                # that is stopping may never run, leaving the socket open and a delayed call behind.
-                port.connectionLost(None)
-                self._fireClosed()  # after the socket itself is closed, so its port can be bound again
-            elif port is not None:  # pragma: no cover - non-POSIX reactors
-                port.stopListening().addCallback(lambda _: self._fireClosed())
+            carrier = self.carrier
+            if carrier is None:
+                self._carrierStopped(None)
             else:
-                self.stopProtocol()
-                self._fireClosed()
+                stopped = maybeDeferred(carrier.stopListening)
+                stopped.addErrback(lambda f: _log.failure("Error stopping the carrier {c!r}", f, c=carrier))
+                stopped.addCallback(self._carrierStopped)
         return d
 
-    def _unregister(self) -> None:
-        key = self.registryKey
-        if key is not None:
-            self.registryKey = None
-            if _registry.get(key) is self:
-                del _registry[key]
+    def _carrierStopped(self, _: object) -> None:
+        if not self._closed:
+            self.stopProtocol()  # a carrier that stopped without calling doStop
+        self._fireClosed()
 
     # ------------------------------------------------------------------ listening
 
     def startListening(self, factory: IProtocolFactory) -> None:
         """Accept incoming connections for ``factory``; raise ``CannotListenError`` if someone already listens."""
         host = self.getHost()
-        if self.listenFactory is not None or self._closing:
-            raise error.CannotListenError(host.host, host.port, OSError("a uTP server already listens on this port"))
+        if self.listenFactory is not None or self.closing:
+            raise error.CannotListenError(
+                getattr(host, "host", str(host)),
+                getattr(host, "port", 0),
+                OSError("a uTP server already listens on this port"),
+            )
         self.listenFactory = factory
         self.context.accepting = True
         factory.doStart()
         prefix = factory.logPrefix() if hasattr(factory, "logPrefix") else type(factory).__name__
-        _log.info("{prefix} starting on {port!r}", prefix=prefix, port=host.port)
+        _log.info("{prefix} starting on {port!r}", prefix=prefix, port=getattr(host, "port", host))
 
     def stopListening(self) -> Deferred[None]:
-        """Stop accepting; close the socket if nothing else uses it. Fires once listening stopped (and the
-        socket closed, if that left it unused)."""
+        """Stop accepting; with ``closeWhenUnused``, stop the carrier if nothing else uses it.
+
+        Fires once listening stopped (and the carrier too, if that left it unused).
+        """
         factory = self.listenFactory
         if factory is None:
             return succeed(None)
         self.listenFactory = None
         self.context.accepting = False
-        _log.info("(uTP Port {port!r} Closed)", port=self.getHost().port)
+        host = self.getHost()
+        _log.info("(uTP Port {port!r} Closed)", port=getattr(host, "port", host))
         factory.doStop()
         self._maybeClose()
-        if self._closed or self.inUse:
+        if self._closed or self.inUse or not self.closeWhenUnused:
             return succeed(None)
         return self.whenClosed()
 
     # ------------------------------------------------------------------ connecting
 
-    def connect(self, address: Address, factory: IProtocolFactory, timeout: float | None) -> Deferred[IProtocol]:
-        """Open a connection to ``address`` (an IP literal of this socket's family) for ``factory``.
+    def connect(
+        self,
+        address: Any,
+        factory: IProtocolFactory,
+        timeout: float | None = None,
+        *,
+        connectionId: int | None = None,
+    ) -> Deferred[IProtocol]:
+        """Open a connection to ``address`` for ``factory``.
 
-        The Deferred fires with the protocol after ``connectionMade``, or fails
-        with ``ConnectionRefusedError``, ``TimeoutError``, ``NoProtocol``,
-        ``ConnectingCancelledError`` (if cancelled) or ``ConnectError`` (over
-        ``max_connections`` or ``max_connections_per_host``).
+        ``connectionId`` (0 to 65535) is the id our SYN carries, when it was
+        agreed with the peer out of band (the peer :meth:`expect`\\ s it);
+        by default it is random. The Deferred fires with the protocol after
+        ``connectionMade``, or fails with ``ConnectionRefusedError``,
+        ``TimeoutError`` (after ``timeout`` seconds, or the engine's SYN
+        timeout), ``NoProtocol``, ``ConnectingCancelledError`` (if cancelled),
+        ``ConnectError`` (over ``max_connections`` or
+        ``max_connections_per_host``) or
+        :class:`~txutp.engine.ConnectionIdInUse`.
         """
-        if self._closed or self._closing:
-            raise error.ConnectError("the uTP socket is closed")
-        addressObject = _makeAddress(*address)
+        if self.closing:
+            raise error.ConnectError("the uTP port is closed")
+        target = self.carrierAddress(address)
+        peer = asIAddress(address)
         conn: UTPConnection | None = None
 
         def cancel(d: Deferred[IProtocol]) -> None:
             if conn is not None and conn in self._connecting:
                 pending = self._connecting.pop(conn)
                 conn.abort(self.reactor.seconds())
-                self._failPending(pending, Failure(error.ConnectingCancelledError(addressObject)))
+                self._failPending(pending, Failure(error.ConnectingCancelledError(peer)))
                 self.scheduleFlush()
 
+        now = self.reactor.seconds()
         try:
-            conn = self.context.connect(self.toSocketAddress(address), self.reactor.seconds())
+            if connectionId is None:
+                conn = self.context.connect(target, now)
+            else:
+                conn = self.context.connect(target, now, connection_id=connectionId)
         except ConnectionLimitError as e:
             return fail(error.ConnectError(string=str(e)))
+        except ConnectionIdInUse:
+            return fail()
         d: Deferred[IProtocol] = Deferred(cancel)
-        pending = _PendingConnect(factory, d, addressObject)
+        pending = _Pending(factory, d, peer)
         self._connecting[conn] = pending
         factory.doStart()
         if timeout is not None:
             pending.timeoutCall = self.reactor.callLater(timeout, self._connectTimedOut, conn)
         self.scheduleFlush()
         return d
+
+    def expect(
+        self, address: Any, connectionId: int, factory: IProtocolFactory, timeout: float | None = None
+    ) -> Deferred[IProtocol]:
+        """Accept one connection from ``address`` whose SYN carries ``connectionId``, listening or not.
+
+        For ids agreed out of band, as the Portal Network does: the peer
+        :meth:`connect`\\ s with the same ``connectionId``. The Deferred fires
+        with ``factory``'s protocol after ``connectionMade``, or fails with
+        ``TimeoutError`` (no connection within ``timeout`` seconds),
+        ``ConnectingCancelledError`` (if cancelled), ``ConnectionRefusedError``
+        or ``ConnectError`` (the handshake failed), ``NoProtocol`` or
+        :class:`~txutp.engine.ConnectionIdInUse` (the id, or its neighbour, is
+        taken by a connection or another expectation from ``address``).
+        """
+        if self.closing:
+            raise error.ConnectError("the uTP port is closed")
+        target = self.carrierAddress(address)
+        key = (target, connectionId & _M16)
+        peer = asIAddress(address)
+        try:
+            self.context.expect(target, connectionId, self.reactor.seconds())
+        except ConnectionIdInUse:
+            return fail()
+
+        def cancel(d: Deferred[IProtocol]) -> None:
+            self._unexpect(key, Failure(error.ConnectingCancelledError(peer)))
+
+        d: Deferred[IProtocol] = Deferred(cancel)
+        pending = _Pending(factory, d, peer)
+        self._expected[key] = pending
+        factory.doStart()
+        if timeout is not None:
+            pending.timeoutCall = self.reactor.callLater(
+                timeout,
+                lambda: self._unexpect(key, Failure(error.TimeoutError(f"no uTP connection from {peer} in time"))),
+            )
+        return d
+
+    def _unexpect(self, key: tuple[Any, int], failure: Failure) -> None:
+        pending = self._expected.pop(key, None)
+        if pending is None:
+            return
+        address, connectionId = key
+        self.context.unexpect(address, connectionId)
+        conn = self.context.connections.get((address, (connectionId + 1) & _M16))
+        if conn is not None and not conn.initiator and conn.send_id == connectionId:
+            conn.abort(self.reactor.seconds())  # its SYN came, its handshake did not finish
+            self.scheduleFlush()
+        self._failPending(pending, failure)
 
     def _connectTimedOut(self, conn: UTPConnection) -> None:
         pending = self._connecting.pop(conn, None)
@@ -518,7 +492,7 @@ class UTPMultiplexer(DatagramProtocol):
         self._failPending(pending, Failure(error.TimeoutError(f"uTP connection to {pending.address} timed out")))
         self.scheduleFlush()
 
-    def _failPending(self, pending: _PendingConnect, failure: Failure) -> None:
+    def _failPending(self, pending: _Pending, failure: Failure) -> None:
         if pending.timeoutCall is not None and pending.timeoutCall.active():
             pending.timeoutCall.cancel()
         pending.timeoutCall = None
@@ -526,14 +500,19 @@ class UTPMultiplexer(DatagramProtocol):
         pending.deferred.errback(failure)
         self._maybeClose()
 
-    def toSocketAddress(self, address: Address) -> Address:
-        """Map an IPv4 destination to ``::ffff:a.b.c.d`` on an IPv6 socket."""
-        host, port = address
-        if self.port is not None and self.port.addressFamily == socket.AF_INET6 and isIPAddress(host):
-            return ("::ffff:" + host, port)
-        return (host, port)
+    def carrierAddress(self, address: Any) -> Any:
+        """``address`` as the carrier takes it: an IPv4 ``(host, port)`` is ``('::ffff:host', port)`` on IPv6."""
+        if (
+            self._ipv6Carrier
+            and isinstance(address, tuple)
+            and len(address) == 2
+            and isinstance(address[0], str)
+            and isIPAddress(address[0])
+        ):
+            return ("::ffff:" + address[0], address[1])
+        return address
 
-    # ------------------------------------------------------------------ input
+    # ------------------------------------------------------------------ input (called by the carrier)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Feed one datagram to the context; the flush follows once the read batch is done."""
@@ -556,7 +535,7 @@ class UTPMultiplexer(DatagramProtocol):
             self._flushCall = self.reactor.callLater(0, self._flushNow)
 
     def readBatchDone(self) -> None:
-        """The port read every datagram available (up to its batch limit): flush once for all of them."""
+        """A batching carrier delivered a batch of datagrams: flush once for all of them."""
         if self._readPending:
             self._readPending = False
             self.stats.batches += 1
@@ -566,8 +545,16 @@ class UTPMultiplexer(DatagramProtocol):
             try:
                 self.flush()
             except Exception:
-                # Never let an error escape into doRead: the reactor would drop the port.
-                _log.failure("Unhandled error while flushing a uTP socket")
+                # Never let an error escape into the carrier (the reactor would drop a port's reader).
+                _log.failure("Unhandled error while flushing a uTP port")
+
+    def datagramTooBig(self, datagram: bytes, address: Any) -> None:
+        """The carrier could not send ``datagram``: larger than the path allows (``EMSGSIZE``).
+
+        The engine then counts a path MTU probe as lost, or resends a regular
+        packet once the packet size has come down.
+        """
+        self.context.datagram_too_big(datagram, address, self.reactor.seconds())
 
     # ------------------------------------------------------------------ flushing
 
@@ -605,7 +592,7 @@ class UTPMultiplexer(DatagramProtocol):
                 if self._pendingDelivery:
                     pending, self._pendingDelivery = self._pendingDelivery, {}
                     for transport in pending:
-                        transport._deliverPending()
+                        transport.deliverPending()
                     busy = True
                 while (item := ctx.next_event()) is not None:
                     busy = True
@@ -616,10 +603,10 @@ class UTPMultiplexer(DatagramProtocol):
                 out = ctx.datagrams_to_send(now)
                 if out:
                     busy = True
-                    self._sendBatch(out)
+                    self._send(out)
                 if self._watched:
                     for transport in list(self._watched):
-                        transport._afterSend()
+                        transport.afterFlush()
                 if self._closed:
                     return
                 if not busy and not self._dirty:
@@ -643,135 +630,73 @@ class UTPMultiplexer(DatagramProtocol):
             delay = max(0.0, deadline - self.reactor.seconds())
             self._timerCall = self.reactor.callLater(delay, self._timerFired)
 
-    def _sendBatch(self, out: list[tuple[bytes, Any]]) -> None:
-        """Send the datagrams of one flush, runs of equal-sized ones with one ``sendmsg`` each (GSO)."""
-        sendmsg = self._sendmsg
-        if not self._gso or sendmsg is None:
-            for data, addr in out:
-                self._sendDatagram(data, addr)
-            return
+    def _writeBatch(self, datagrams: Datagrams) -> None:
+        """Send through a batching carrier that keeps no count of its own."""
         stats = self.stats
-        n = len(out)
-        i = 0
-        while i < n:
-            data, addr = out[i]
-            size = len(data)
-            j = i + 1
-            if type(data) is bytes:  # a DontFragment probe goes alone
-                total = size
-                while j < n and j - i < _GSO_MAX_SEGMENTS:
-                    nxt, nxt_addr = out[j]
-                    length = len(nxt)
-                    if nxt_addr != addr or length > size or type(nxt) is not bytes or total + length > _GSO_MAX_BYTES:
-                        break
-                    total += length
-                    j += 1
-                    if length < size:
-                        break  # only the last segment may be shorter
-            if j - i == 1:
-                self._sendDatagram(data, addr)
-                i = j
-                continue
-            run = out[i:j]
+        stats.datagrams_sent += len(datagrams)
+        stats.bytes_sent += sum([len(data) for data, _ in datagrams])
+        self.carrier.writeBatch(datagrams)
+
+    def _writeEach(self, datagrams: Datagrams) -> None:
+        """Send through a carrier without ``writeBatch``: one ``write`` each, errors counted as loss."""
+        if self.carrier is None:
+            return  # not started yet
+        write = self.carrier.write
+        stats = self.stats
+        for data, addr in datagrams:
             try:
-                sendmsg([b"".join([d for d, _ in run])], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
-            except BlockingIOError:
-                stats.send_errors += j - i  # the socket buffer is full: lost, as on a congested link
+                write(data, addr)
+            except error.MessageLengthError:
+                stats.send_errors += 1
+                self.datagramTooBig(data, addr)
             except OSError as e:
-                if e.errno in _SEND_LOSS_ERRNOS:
-                    stats.send_errors += j - i
-                else:
-                    # No segmentation offload here after all (EIO, EINVAL, ...): one datagram at a time from now on.
-                    self._gso = False
-                    for d, a in run:
-                        self._sendDatagram(d, a)
+                stats.send_errors += 1
+                if e.errno == errno.EMSGSIZE:
+                    self.datagramTooBig(data, addr)
+            except Exception:
+                stats.send_errors += 1
+                _log.failure("Unhandled error in {carrier!r}.write", carrier=self.carrier)
             else:
-                stats.datagrams_sent += j - i
-                stats.bytes_sent += total
-                stats.gso_sends += 1
-            i = j
-
-    def _sendDatagram(self, data: bytes, addr: Any) -> None:
-        port = self.port
-        if port is None or self._closed:
-            return
-        sendto = self._sendto
-        dontFragment = isinstance(data, DontFragment) and self._dfLevels
-        try:
-            if dontFragment:
-                self._setDontFragment(True)
-            try:
-                if sendto is not None:
-                    sendto(data, addr)  # Twisted's write() would validate the address each time
-                else:  # pragma: no cover - non-POSIX reactors
-                    port.write(data, addr)
-            finally:
-                if dontFragment:
-                    self._setDontFragment(False)
-        except error.MessageLengthError:  # pragma: no cover - port.write on non-POSIX reactors
-            self.stats.send_errors += 1
-            self.context.datagram_too_big(data, addr, self.reactor.seconds())
-            return
-        except OSError as e:
-            self.stats.send_errors += 1
-            if e.errno == errno.EMSGSIZE:
-                # Bigger than the path MTU the kernel knows (a DF probe, usually).
-                self.context.datagram_too_big(data, addr, self.reactor.seconds())
-            # EAGAIN, ENOBUFS, ECONNREFUSED, ...: the datagram is lost, as on a congested link
-            return
-        except error.InvalidAddressError:  # pragma: no cover - port.write on non-POSIX reactors
-            self.stats.send_errors += 1
-            return
-        self.stats.datagrams_sent += 1
-        self.stats.bytes_sent += len(data)
-
-    def _setupDontFragment(self) -> None:
-        """Send without DF by default (IP may fragment); DF only for the engine's path MTU probes (Linux)."""
-        sock = getattr(self.port, "socket", None)
-        if sock is None or not sys.platform.startswith("linux"):
-            return
-        levels = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER)]
-        if sock.family == socket.AF_INET6:
-            levels.append((socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER))
-        try:
-            for level, option in levels:
-                sock.setsockopt(level, option, _PMTUDISC_DONT)
-        except OSError:  # pragma: no cover - kernels without the option
-            return
-        self._dfLevels = levels
-
-    def _setDontFragment(self, on: bool) -> None:
-        sock = self.port.socket
-        value = _PMTUDISC_DO if on else _PMTUDISC_DONT
-        for level, option in self._dfLevels:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(level, option, value)
+                stats.datagrams_sent += 1
+                stats.bytes_sent += len(data)
 
     # ------------------------------------------------------------------ events
+
+    def _handshakeEvent(self, waiting: dict[Any, _Pending], key: Any, conn: UTPConnection, event: Event) -> None:
+        """An event of a connection someone waits for (``connect`` or ``expect``): made, or failed."""
+        pending = waiting[key]
+        if isinstance(event, Connected):
+            del waiting[key]
+            self._connectionMade(conn, pending, client=conn.initiator)
+        elif isinstance(event, ConnectionTerminated):
+            del waiting[key]
+            where = "to" if conn.initiator else "from"
+            self._failPending(pending, self._handshakeFailed(event, f"{where} {pending.address}"))
 
     def _dispatch(self, conn: UTPConnection, event: Event) -> None:
         transport = self._transports.get(conn)
         if transport is not None:
-            transport._handleEvent(event)
+            transport.eventReceived(event)
             return
-        pending = self._connecting.get(conn)
-        if pending is not None:
-            if isinstance(event, Connected):
-                del self._connecting[conn]
-                self._connectionMade(conn, pending)
-            elif isinstance(event, ConnectionTerminated):
-                del self._connecting[conn]
-                if isinstance(event, ConnectionReset):
-                    reason: Exception = error.ConnectionRefusedError(f"uTP connection to {pending.address} refused")
-                elif isinstance(event, ConnectionTimedOut):
-                    reason = error.TimeoutError(f"uTP connection to {pending.address} timed out")
-                else:
-                    reason = error.ConnectError(f"uTP connection to {pending.address} failed")
-                self._failPending(pending, Failure(reason))
+        if conn in self._connecting:
+            self._handshakeEvent(self._connecting, conn, conn, event)
             return
-        if isinstance(event, Connected) and not conn.initiator:
+        if conn.initiator:
+            return  # a connection nobody above knows any more (cancelled, timed out): ignore it
+        if self._expected and (conn.peer_addr, conn.send_id) in self._expected:
+            self._handshakeEvent(self._expected, (conn.peer_addr, conn.send_id), conn, event)
+            return
+        if isinstance(event, Connected):
             self._accept(conn)
         # Anything else concerns a connection nobody above knows any more (lingering, aborted): ignore it.
+
+    @staticmethod
+    def _handshakeFailed(event: ConnectionTerminated, direction: str) -> Failure:
+        if isinstance(event, ConnectionReset):
+            return Failure(error.ConnectionRefusedError(f"uTP connection {direction} refused"))
+        if isinstance(event, ConnectionTimedOut):
+            return Failure(error.TimeoutError(f"uTP connection {direction} timed out"))
+        return Failure(error.ConnectError(f"uTP connection {direction} failed"))
 
     def _accept(self, conn: UTPConnection) -> None:
         factory = self.listenFactory
@@ -779,7 +704,7 @@ class UTPMultiplexer(DatagramProtocol):
         if factory is None:
             conn.abort(now)
             return
-        peer = _makeAddress(*conn.peer_addr[:2])
+        peer = asIAddress(conn.peer_addr)
         try:
             protocol = factory.buildProtocol(peer)
         except Exception:
@@ -788,39 +713,52 @@ class UTPMultiplexer(DatagramProtocol):
         if protocol is None:
             conn.abort(now)
             return
-        from .transport import UTPTransport
-
-        transport = UTPTransport(self, conn, protocol, peer, self.getHost(), client=False)
+        transport = UTPTransport(self, conn, protocol, peer, self._host, client=False)
         self._transports[conn] = transport
-        transport._start()
+        transport.start()
 
-    def _connectionMade(self, conn: UTPConnection, pending: _PendingConnect) -> None:
+    def _connectionMade(self, conn: UTPConnection, pending: _Pending, *, client: bool) -> None:
         if pending.timeoutCall is not None and pending.timeoutCall.active():
             pending.timeoutCall.cancel()
         pending.timeoutCall = None
-        now = self.reactor.seconds()
         try:
             protocol = pending.factory.buildProtocol(pending.address)
             if protocol is None:
                 raise error.NoProtocol()
         except Exception:
-            conn.abort(now)
+            conn.abort(self.reactor.seconds())
             self._failPending(pending, Failure())
             return
-        from .transport import UTPTransport
-
-        transport = UTPTransport(self, conn, protocol, pending.address, self.getHost(), client=True)
-        transport._clientFactory = pending.factory
+        transport = UTPTransport(
+            self, conn, protocol, pending.address, self._host, client=client, clientFactory=pending.factory
+        )
         self._transports[conn] = transport
-        failure = transport._start()
+        failure = transport.start()
         if failure is not None:
             pending.deferred.errback(failure)
         else:
             pending.deferred.callback(protocol)
 
-    # ------------------------------------------------------------------ transport bookkeeping
+    # ------------------------------------------------------------------ the TransportOwner, for transports
 
-    def _forget(self, transport: UTPTransport) -> None:
+    def seconds(self) -> float:
+        """The reactor's time."""
+        return self.reactor.seconds()  # type: ignore[no-any-return]
+
+    def watch(self, transport: UTPTransport, on: bool) -> None:
+        """Call ``transport.afterFlush()`` after each flush, or stop."""
+        if on:
+            self._watched[transport] = None
+        else:
+            self._watched.pop(transport, None)
+
+    def deliverLater(self, transport: UTPTransport) -> None:
+        """Call ``transport.deliverPending()`` in the next flush."""
+        self._pendingDelivery[transport] = None
+        self.scheduleFlush()
+
+    def forget(self, transport: UTPTransport) -> None:
+        """The transport's connection is over."""
         if self._transports.get(transport.connection) is transport:
             del self._transports[transport.connection]
         self._pendingDelivery.pop(transport, None)
@@ -828,72 +766,6 @@ class UTPMultiplexer(DatagramProtocol):
         if not self._flushing:
             self._maybeClose()
 
-    def _watch(self, transport: UTPTransport, on: bool) -> None:
-        if on:
-            self._watched[transport] = None
-        else:
-            self._watched.pop(transport, None)
-
-    def _deliverLater(self, transport: UTPTransport) -> None:
-        self._pendingDelivery[transport] = None
-        self.scheduleFlush()
-
     def connections(self) -> list[UTPTransport]:
-        """The transports of the connections alive on this socket."""
+        """The transports of the connections alive on this carrier."""
         return list(self._transports.values())
-
-
-# ---------------------------------------------------------------------- the registry
-
-_registry: dict[tuple[Any, str, int], UTPMultiplexer] = {}
-_ephemeral: dict[tuple[Any, str, UTPConfig | None], UTPMultiplexer] = {}
-
-
-def acquireMultiplexer(
-    reactor: Reactor,
-    interface: str,
-    port: int,
-    config: UTPConfig | None = None,
-    datagramProtocol: DatagramProtocol | None = None,
-) -> UTPMultiplexer:
-    """Return the live multiplexer bound to ``(interface, port)`` on ``reactor``, creating (binding) it if needed.
-
-    ``port`` 0 binds a fresh port. A multiplexer found in the registry keeps its
-    configuration; asking for a different ``config`` or ``datagramProtocol`` for
-    it raises ``ValueError``. The caller must start using it at once
-    (listen, connect or :meth:`~UTPMultiplexer.hold`), or it closes at the next flush.
-    """
-    interface = _normalizeInterface(interface)
-    if not (isIPAddress(interface) or isIPv6Address(interface)):
-        raise ValueError(f"interface must be an IP address literal, not {interface!r}")
-    if port:
-        mux = _registry.get((reactor, interface, port))
-        if mux is not None and not mux._closing and not mux._closed:
-            if config is not None and config != mux.config:
-                raise ValueError(f"the uTP port {interface}:{port} is already open with a different UTPConfig")
-            if datagramProtocol is not None and datagramProtocol is not mux.datagramProtocol:
-                raise ValueError(f"the uTP port {interface}:{port} already has another datagram protocol")
-            return mux
-    mux = UTPMultiplexer(reactor, config, datagramProtocol=datagramProtocol)
-    mux.listenOn(port, interface)
-    key = (reactor, interface, mux.getHost().port)
-    mux.registryKey = key
-    _registry[key] = mux
-    return mux
-
-
-def ephemeralMultiplexer(reactor: Reactor, interface: str, config: UTPConfig | None) -> UTPMultiplexer:
-    """The shared client socket on an ephemeral port for ``(reactor, interface, config)``."""
-    interface = _normalizeInterface(interface)
-    key = (reactor, interface, config)
-    mux = _ephemeral.get(key)
-    if mux is None or mux._closing or mux._closed:
-        mux = acquireMultiplexer(reactor, interface, 0, config)
-        _ephemeral[key] = mux
-        mux.whenClosed().addCallback(lambda _: _ephemeral.pop(key, None) if _ephemeral.get(key) is mux else None)
-    return mux
-
-
-def activeMultiplexers(reactor: Reactor | None = None) -> list[UTPMultiplexer]:
-    """The open multiplexers (of ``reactor``, or of every reactor)."""
-    return [m for (r, _, _), m in _registry.items() if reactor is None or r is reactor]

@@ -667,7 +667,7 @@ class Cat:
         if self.port is not None:
             self.port.stopListening()
         if linger:
-            from ._multiplexer import activeMultiplexers
+            from ._registry import activeMultiplexers
 
             waits.extend(mux.whenClosed() for mux in activeMultiplexers(self.reactor))
         if not waits:

@@ -21,8 +21,9 @@ from typing import Any
 from twisted.internet import error
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IProtocol,
     IProtocolFactory,
@@ -34,7 +35,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._multiplexer import Reactor, UTPMultiplexer, acquireMultiplexer, ephemeralMultiplexer
+from ._multiplexer import Reactor, UTPMultiplexer
+from ._registry import acquireMultiplexer, ephemeralMultiplexer
 from .engine import UTPConfig
 
 __all__ = ["UTPClientEndpoint", "UTPListeningPort", "UTPServerEndpoint"]
@@ -60,19 +62,13 @@ class UTPListeningPort:
         ``max(linger_time, 3 RTO)``).
         """
         if self._stopped:
-            return self.multiplexer.whenClosed() if not self.multiplexer.inUse else _succeed()
+            return self.multiplexer.whenClosed() if not self.multiplexer.inUse else succeed(None)
         self._stopped = True
         return self.multiplexer.stopListening()
 
-    def getHost(self) -> IPv4Address | IPv6Address:
-        """The UDP address listened on (type ``'UDP'``)."""
+    def getHost(self) -> IAddress:
+        """The address listened on (for UDP, type ``'UDP'``)."""
         return self.multiplexer.getHost()
-
-
-def _succeed() -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    d.callback(None)
-    return d
 
 
 @implementer(IStreamServerEndpoint)

@@ -12,8 +12,12 @@ close), ``ConnectionLost`` (reset by the peer, timed out, socket closed) or
 callback is logged and aborts that connection only, with the exception as the
 reason.
 
-Transports are created by the multiplexer (:mod:`txutp._multiplexer`), never
-directly.
+A transport is created and driven by its *owner*, the multiplexer that runs
+its connection's UDP port or other carrier. The two sides meet at a declared
+seam, as Twisted's ``H2Connection`` and ``H2Stream`` do: the transport calls
+only the :class:`TransportOwner` methods, and the owner calls only the methods
+listed under "Called by the multiplexer" in :class:`UTPTransport`. Nothing
+else crosses, in either direction.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet import error
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import (
+    IAddress,
     IConsumer,
     IHalfCloseableProtocol,
     ILoggingContext,
@@ -55,10 +59,7 @@ from .engine import (
     Writable,
 )
 
-if TYPE_CHECKING:
-    from ._multiplexer import UTPMultiplexer
-
-__all__ = ["UTPConnectionReset", "UTPConnectionTimedOut", "UTPTransport"]
+__all__ = ["TransportOwner", "UTPConnectionReset", "UTPConnectionTimedOut", "UTPTransport"]
 
 _log = Logger()
 _sessions = itertools.count()
@@ -72,10 +73,44 @@ class UTPConnectionTimedOut(error.ConnectionLost):
     """The peer stopped answering: the uTP connection timed out."""
 
 
+class TransportOwner(Protocol):
+    """What a :class:`UTPTransport` calls on its owner, the multiplexer of its connection.
+
+    These calls only record what the transport needs; the owner acts on them in
+    its next flush, never from inside the call.
+    """
+
+    def seconds(self) -> float:
+        """The current time: the ``now`` of every engine call."""
+        ...
+
+    def scheduleFlush(self) -> None:
+        """Flush at the end of this reactor turn: the connection has something to send."""
+        ...
+
+    def watch(self, transport: UTPTransport, on: bool) -> None:
+        """Call ``transport.afterFlush()`` after every flush (``on``), or stop calling it."""
+        ...
+
+    def deliverLater(self, transport: UTPTransport) -> None:
+        """Call ``transport.deliverPending()`` in the next flush, and schedule that flush."""
+        ...
+
+    def forget(self, transport: UTPTransport) -> None:
+        """The transport's connection is over: drop every reference to it."""
+        ...
+
+
 def _logPrefixOf(obj: object) -> str:
     if ILoggingContext.providedBy(obj):
         return str(obj.logPrefix())
     return type(obj).__name__
+
+
+def _describe(address: IAddress) -> str:
+    """``host:port`` for an IP address, else the address's ``str``."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None and port is not None else str(address)
 
 
 @implementer(ITransport, IConsumer, IPushProducer, ILoggingContext)
@@ -85,6 +120,19 @@ class UTPTransport:
     Also provides ``abortConnection()``, ``loseWriteConnection()`` (half-close,
     delivered to ``IHalfCloseableProtocol``), ``stopReading()``/``startReading()``,
     ``stopConsuming()`` and :meth:`stats`.
+
+    ``owner`` drives ``connection``; ``peer`` and ``host`` are what
+    :meth:`getPeer` and :meth:`getHost` return; ``clientFactory``, for a
+    connection the application asked for (``connect``, ``expect``), gets its
+    ``doStop`` after ``connectionLost``.
+
+    Called by the multiplexer (the owner), and by nothing else:
+
+    * :meth:`start`, once, when the handshake is done;
+    * :meth:`eventReceived`, for each engine event of the connection;
+    * :meth:`deliverPending`, after :meth:`TransportOwner.deliverLater`;
+    * :meth:`afterFlush`, after each flush while :meth:`TransportOwner.watch` is on;
+    * :meth:`carrierClosed`, if the port closes under the connection.
     """
 
     #: Buffered bytes (ours plus the engine's unsent ones) above which a streaming producer is paused.
@@ -92,21 +140,22 @@ class UTPTransport:
 
     def __init__(
         self,
-        mux: UTPMultiplexer,
+        owner: TransportOwner,
         connection: UTPConnection,
         protocol: IProtocol,
-        peer: IPv4Address | IPv6Address,
-        host: IPv4Address | IPv6Address,
+        peer: IAddress,
+        host: IAddress,
         *,
         client: bool,
+        clientFactory: IProtocolFactory | None = None,
     ) -> None:
-        self._mux = mux
+        self._mux = owner  # the multiplexer, seen only as a TransportOwner
         self.connection = connection
         self.protocol = protocol
         self._peer = peer
         self._host = host
         self._client = client
-        self._clientFactory: IProtocolFactory | None = None
+        self._clientFactory = clientFactory
         self.connected = False
         self.disconnecting = False
         self.disconnected = False
@@ -127,10 +176,11 @@ class UTPTransport:
         self._lost = False
         self._halfCloseable: Any = IHalfCloseableProtocol(protocol, None)
         prefix = _logPrefixOf(protocol)
-        self.logstr = f"{prefix},client" if client else f"{prefix},{next(_sessions)},{peer.host}"
+        peerHost = getattr(peer, "host", peer)
+        self.logstr = f"{prefix},client" if client else f"{prefix},{next(_sessions)},{peerHost}"
 
     def __repr__(self) -> str:
-        return f"<UTPTransport {self.logstr} {self._peer.host}:{self._peer.port} {self.connection.state.value}>"
+        return f"<UTPTransport {self.logstr} {_describe(self._peer)} {self.connection.state.value}>"
 
     # ------------------------------------------------------------------ protocol calls
 
@@ -151,11 +201,6 @@ class UTPTransport:
             self._abortWith(failure)
         return failure
 
-    def _start(self) -> Failure | None:
-        """Connect the protocol (``makeConnection``); return the failure if ``connectionMade`` raised."""
-        self.connected = True
-        return self._call(self.protocol.makeConnection, self)
-
     # ------------------------------------------------------------------ ITransport / IConsumer
 
     def write(self, data: bytes) -> None:
@@ -169,7 +214,7 @@ class UTPTransport:
             self._bufferBytes += len(data)
         else:
             try:
-                n = self.connection.send(data, self._mux.reactor.seconds())
+                n = self.connection.send(data, self._mux.seconds())
             except ValueError:
                 return  # the engine already ended the connection; its event is on the way
             if n < len(data):
@@ -178,7 +223,7 @@ class UTPTransport:
                 self._bufferBytes += len(rest)
         self._mux.scheduleFlush()
         if self._buffer:
-            self._mux._watch(self, True)
+            self._mux.watch(self, True)
         if (
             self.producer is not None
             and self.streamingProducer
@@ -203,8 +248,8 @@ class UTPTransport:
         self._closeRequested = True
         self.disconnecting = True
         if self._pending:
-            self._mux._deliverLater(self)  # a queued EOF or close must not wait for resumeProducing
-        self._mux._watch(self, True)
+            self._mux.deliverLater(self)  # a queued EOF or close must not wait for resumeProducing
+        self._mux.watch(self, True)
         self._mux.scheduleFlush()
 
     def loseWriteConnection(self) -> None:
@@ -212,7 +257,7 @@ class UTPTransport:
         if self._lost or self._closeRequested or self._aborting or self._writeCloseRequested:
             return
         self._writeCloseRequested = True
-        self._mux._watch(self, True)
+        self._mux.watch(self, True)
         self._mux.scheduleFlush()
 
     def abortConnection(self) -> None:
@@ -221,12 +266,16 @@ class UTPTransport:
             return
         self._doAbort()
 
-    def getPeer(self) -> IPv4Address | IPv6Address:
-        """The peer's address (type ``'UDP'``: uTP runs over UDP)."""
+    def getPeer(self) -> IAddress:
+        """The peer's address: an ``IPv4Address``/``IPv6Address`` of type ``'UDP'`` over UDP.
+
+        Over another carrier: the carrier's address if it provides ``IAddress``,
+        else a :class:`~txutp.carriers.CarrierAddress` holding it.
+        """
         return self._peer
 
-    def getHost(self) -> IPv4Address | IPv6Address:
-        """Our socket's address (type ``'UDP'``)."""
+    def getHost(self) -> IAddress:
+        """Our address, in the same form as :meth:`getPeer`."""
         return self._host
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
@@ -243,7 +292,7 @@ class UTPTransport:
         self._producerPaused = False
         if not streaming:
             producer.resumeProducing()  # type: ignore[attr-defined]
-        self._mux._watch(self, True)
+        self._mux.watch(self, True)
         self._mux.scheduleFlush()
 
     def unregisterProducer(self) -> None:
@@ -251,7 +300,7 @@ class UTPTransport:
         self.producer = None
         self._producerPaused = False
         if not self._lost and (self._closeRequested or self._writeCloseRequested):
-            self._mux._watch(self, True)
+            self._mux.watch(self, True)
             self._mux.scheduleFlush()
 
     def stopConsuming(self) -> None:
@@ -273,9 +322,9 @@ class UTPTransport:
         if self._lost or self._aborting or not self._readPaused:
             return
         self._readPaused = False
-        self.connection.resume_reading(self._mux.reactor.seconds())
+        self.connection.resume_reading(self._mux.seconds())
         if self._pending:
-            self._mux._deliverLater(self)
+            self._mux.deliverLater(self)
         self._mux.scheduleFlush()
 
     def stopProducing(self) -> None:
@@ -295,7 +344,74 @@ class UTPTransport:
         """The engine's statistics for this connection (RTT, cwnd, retransmissions, ...)."""
         return self.connection.stats()
 
-    # ------------------------------------------------------------------ driven by the multiplexer
+    # ------------------------------------------------------------------ called by the multiplexer
+
+    def start(self) -> Failure | None:
+        """The handshake is done: connect the protocol (``makeConnection``).
+
+        Returns the failure if ``connectionMade`` raised (the connection is then aborted).
+        """
+        self.connected = True
+        return self._call(self.protocol.makeConnection, self)
+
+    def eventReceived(self, event: Event) -> None:
+        """Handle one engine event of this connection: now, or once reading resumes."""
+        if self._lost:
+            return
+        if isinstance(event, Writable):
+            self.afterFlush()
+            return
+        if isinstance(event, ConnectionTerminated) and not isinstance(event, ConnectionClosed):
+            self._pending.clear()
+            self._terminated(event)
+            return
+        if self._pending or (self._readPaused and not self._closeRequested and not self._aborting):
+            self._pending.append(event)
+            return
+        self._deliver(event)
+
+    def deliverPending(self) -> None:
+        """Deliver the events held while reading was paused, as far as reading allows."""
+        pending = self._pending
+        while pending and not self._lost and (not self._readPaused or self._closeRequested or self._aborting):
+            self._deliver(pending.popleft())
+
+    def afterFlush(self) -> None:
+        """After a flush: refill the engine, pause or resume producers, finish closes."""
+        if self._lost or self._aborting:
+            self._mux.watch(self, False)
+            return
+        self._pushBuffer()
+        producer = self.producer
+        if producer is not None:
+            if self.streamingProducer:
+                if self._producerPaused and self._buffered() <= self.bufferSize // 2:
+                    self._producerPaused = False
+                    self._call(producer.resumeProducing)  # type: ignore[attr-defined]
+            else:
+                self._pull(producer)
+        if self._lost or self._aborting:
+            return
+        if not self._buffer:
+            blocking = self.producer is not None and (not self.streamingProducer or self._producerPaused)
+            now = self._mux.seconds()
+            if self._closeRequested and not self._engineClosed and (not blocking or self._closeIgnoresProducer):
+                self._engineClosed = True
+                self.connection.close(now)
+                self._mux.scheduleFlush()
+            elif self._writeCloseRequested and not self._writeClosed and not self._closeRequested and not blocking:
+                self._writeClosed = True
+                self.connection.shutdown_write(now)
+                self._mux.scheduleFlush()
+                if self._halfCloseable is not None:
+                    self._call(self._halfCloseable.writeConnectionLost)
+        self._mux.watch(self, self._needsWatch())
+
+    def carrierClosed(self) -> None:
+        """The port (the carrier) closed under the connection: lose it with ``ConnectionLost``."""
+        self._connectionLost(Failure(error.ConnectionLost("the uTP port was closed")))
+
+    # ------------------------------------------------------------------ internals
 
     def _buffered(self) -> int:
         return self._bufferBytes + self.connection.bytes_unsent
@@ -305,7 +421,7 @@ class UTPTransport:
         if not buf:
             return
         conn = self.connection
-        now = self._mux.reactor.seconds()
+        now = self._mux.seconds()
         while buf:
             free = conn.send_buffer_free
             if free <= 0:
@@ -324,52 +440,19 @@ class UTPTransport:
                 buf[0] = chunk[n:]
                 break
 
-    def _afterSend(self) -> None:
-        """After datagrams went out: refill the engine, pause or resume producers, finish closes."""
-        if self._lost or self._aborting:
-            self._mux._watch(self, False)
-            return
-        self._pushBuffer()
-        producer = self.producer
-        if producer is not None:
-            if self.streamingProducer:
-                if self._producerPaused and self._buffered() <= self.bufferSize // 2:
-                    self._producerPaused = False
-                    self._call(producer.resumeProducing)  # type: ignore[attr-defined]
-            else:
-                for _ in range(64):
-                    if (
-                        self.producer is not producer
-                        or self._lost
-                        or self._aborting
-                        or self._engineClosed
-                        or self._writeClosed
-                    ):
-                        break
-                    before = self._buffered()
-                    if before >= self.bufferSize:
-                        break
-                    if self._call(producer.resumeProducing) is not None:  # type: ignore[attr-defined]
-                        break
-                    self._pushBuffer()
-                    if self._buffered() <= before:
-                        break  # it wrote nothing: wait for its next write
-        if self._lost or self._aborting:
-            return
-        if not self._buffer:
-            blocking = self.producer is not None and (not self.streamingProducer or self._producerPaused)
-            now = self._mux.reactor.seconds()
-            if self._closeRequested and not self._engineClosed and (not blocking or self._closeIgnoresProducer):
-                self._engineClosed = True
-                self.connection.close(now)
-                self._mux.scheduleFlush()
-            elif self._writeCloseRequested and not self._writeClosed and not self._closeRequested and not blocking:
-                self._writeClosed = True
-                self.connection.shutdown_write(now)
-                self._mux.scheduleFlush()
-                if self._halfCloseable is not None:
-                    self._call(self._halfCloseable.writeConnectionLost)
-        self._mux._watch(self, self._needsWatch())
+    def _pull(self, producer: IProducer) -> None:
+        """Resume a pull producer until the buffer is full or it stops writing."""
+        for _ in range(64):
+            if self.producer is not producer or self._lost or self._aborting or self._engineClosed or self._writeClosed:
+                break
+            before = self._buffered()
+            if before >= self.bufferSize:
+                break
+            if self._call(producer.resumeProducing) is not None:  # type: ignore[attr-defined]
+                break
+            self._pushBuffer()
+            if self._buffered() <= before:
+                break  # it wrote nothing: wait for its next write
 
     def _needsWatch(self) -> bool:
         if self._lost or self._aborting:
@@ -380,26 +463,6 @@ class UTPTransport:
             or (self._closeRequested and not self._engineClosed)
             or (self._writeCloseRequested and not self._writeClosed)
         )
-
-    def _handleEvent(self, event: Event) -> None:
-        if self._lost:
-            return
-        if isinstance(event, Writable):
-            self._afterSend()
-            return
-        if isinstance(event, ConnectionTerminated) and not isinstance(event, ConnectionClosed):
-            self._pending.clear()
-            self._terminated(event)
-            return
-        if self._pending or (self._readPaused and not self._closeRequested and not self._aborting):
-            self._pending.append(event)
-            return
-        self._deliver(event)
-
-    def _deliverPending(self) -> None:
-        pending = self._pending
-        while pending and not self._lost and (not self._readPaused or self._closeRequested or self._aborting):
-            self._deliver(pending.popleft())
 
     def _deliver(self, event: Event) -> None:
         if isinstance(event, DataReceived):
@@ -449,13 +512,10 @@ class UTPTransport:
         conn = self.connection
         if conn.state is ConnectionState.CLOSED:
             self._pending.append(ConnectionAborted())
-            self._mux._deliverLater(self)
+            self._mux.deliverLater(self)
         else:
-            conn.abort(self._mux.reactor.seconds())
+            conn.abort(self._mux.seconds())
             self._mux.scheduleFlush()
-
-    def _socketClosed(self) -> None:
-        self._connectionLost(Failure(error.ConnectionLost("the uTP socket was closed")))
 
     def _connectionLost(self, reason: Failure) -> None:
         if self._lost:
@@ -467,7 +527,7 @@ class UTPTransport:
         self._buffer.clear()
         self._bufferBytes = 0
         self._pending.clear()
-        self._mux._forget(self)
+        self._mux.forget(self)
         producer, self.producer = self.producer, None
         if producer is not None:
             self._callSafely(producer.stopProducing)

@@ -1,1 +1,2 @@
-"""Real uTP peers (utp-native, libtorrent) for interoperability tests; see setup_peers.sh."""
+"""Peer programs for the interoperability tests and benchmarks: utp-native, libtorrent, txutp's bare engine
+(``engine_peer``), and the one UDP relay; see README.md and setup_peers.sh."""

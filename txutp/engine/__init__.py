@@ -11,7 +11,7 @@ from ._congestion import (
     register_congestion_controller,
 )
 from ._connection import ConnectionStats, UTPConnection
-from ._context import ConnectionLimitError, ContextStats, UTPContext
+from ._context import ConnectionIdInUse, ConnectionLimitError, ContextStats, UTPContext
 from ._delay import DelayHistory
 from ._events import (
     Connected,
@@ -40,6 +40,7 @@ __all__ = [
     "Connected",
     "ConnectionAborted",
     "ConnectionClosed",
+    "ConnectionIdInUse",
     "ConnectionLimitError",
     "ConnectionReset",
     "ConnectionState",

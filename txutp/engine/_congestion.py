@@ -90,9 +90,11 @@ def register_congestion_controller(name: str, factory: ControllerFactory) -> Non
 
 
 def create_congestion_controller(name: str, **kwargs: object) -> CongestionController:
-    """Build the controller registered as ``name``; raise ``ValueError`` if unknown."""
-    from . import _ledbat  # noqa: F401  (registers "ledbat")
+    """Build the controller registered as ``name``; raise ``ValueError`` if unknown.
 
+    The registry knows no implementation: each registers itself when imported
+    (``_connection.py`` imports LEDBAT, the default).
+    """
     try:
         factory = _REGISTRY[name]
     except KeyError:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _ledbat  # noqa: F401  (registers "ledbat", the default controller)
 from ._buffers import DROPPED, DUPLICATE, EOF_READY, ReceiveBuffer, SendBuffer
 from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
 from ._congestion import CongestionController, create_congestion_controller

@@ -27,7 +27,7 @@ from ._events import Event
 from ._packet import HEADER, ST_DATA, ST_FIN, ST_RESET, ST_STATE, ST_SYN, Packet, PacketError, decode_packet
 from ._state import ConnectionState
 
-__all__ = ["ConnectionLimitError", "ContextStats", "UTPContext"]
+__all__ = ["ConnectionIdInUse", "ConnectionLimitError", "ContextStats", "UTPContext"]
 
 _M16 = 0xFFFF
 _RESET_MEMORY = 10.0  # seconds a (addr, id, seq) RESET is remembered (libutp rst_info)
@@ -79,6 +79,10 @@ class ConnectionLimitError(RuntimeError):
     """An outgoing connection would exceed ``max_connections`` or ``max_connections_per_host``."""
 
 
+class ConnectionIdInUse(ValueError):
+    """A caller-chosen connection id clashes with a connection or an expectation towards that address."""
+
+
 def ptype_is_data(ptype: int) -> bool:
     return ptype in (ST_DATA, ST_FIN)
 
@@ -127,6 +131,8 @@ class UTPContext:
         self._per_host: dict[Any, int] = {}
         self._half_open_per_host: dict[Any, int] = {}
         self._cookies = SynCookies(random_bits)
+        #: Caller-chosen ids (``expect``): (address, the SYN's connection id) whose SYN is accepted.
+        self._expected: dict[tuple[Any, int], None] = {}
         self._needs_output: dict[UTPConnection, None] = {}
         self._needs_events: dict[UTPConnection, None] = {}
         self._timers: list[tuple[float, int, UTPConnection]] = []
@@ -141,8 +147,14 @@ class UTPContext:
 
     # ------------------------------------------------------------------ connections
 
-    def connect(self, addr: Any, now: float) -> UTPConnection:
-        """Open a connection to ``addr``; its SYN is among the next datagrams to send."""
+    def connect(self, addr: Any, now: float, *, connection_id: int | None = None) -> UTPConnection:
+        """Open a connection to ``addr``; its SYN is among the next datagrams to send.
+
+        ``connection_id`` is the id the SYN carries (our receive id), when it was
+        agreed with the peer out of band (the Portal Network does so); it raises
+        :class:`ConnectionIdInUse` if that id or a neighbour a RESET could be
+        mistaken for is in use towards ``addr``. By default the id is random.
+        """
         config = self.config
         if len(self.connections) >= config.max_connections:
             raise ConnectionLimitError(
@@ -153,13 +165,17 @@ class UTPContext:
                 f"too many uTP connections with {host_of(addr)} "
                 f"(max_connections_per_host={config.max_connections_per_host})"
             )
-        for _ in range(64):
-            recv_id = self._random_bits(16)
-            # Neither id may be in use, nor be the neighbour that a RESET by send id would match.
-            if all((addr, (recv_id + d) & _M16) not in self.connections for d in (-1, 0, 1, 2)):
-                break
+        if connection_id is not None:
+            recv_id = connection_id & _M16
+            if not self._id_free(addr, recv_id):
+                raise ConnectionIdInUse(f"uTP connection id {recv_id} is in use towards {addr!r}")
         else:
-            raise RuntimeError(f"no free connection id towards {addr!r}")
+            for _ in range(64):
+                recv_id = self._random_bits(16)
+                if self._id_free(addr, recv_id):
+                    break
+            else:
+                raise RuntimeError(f"no free connection id towards {addr!r}")
         conn = UTPConnection.connect(
             self.config,
             peer_addr=addr,
@@ -170,6 +186,28 @@ class UTPContext:
         )
         self._attach(conn, now)
         return conn
+
+    def _id_free(self, addr: Any, recv_id: int) -> bool:
+        """Neither id of a connection receiving on ``recv_id`` is in use, nor a neighbour a RESET could match."""
+        return all((addr, (recv_id + d) & _M16) not in self.connections for d in (-1, 0, 1, 2)) and all(
+            (addr, (recv_id + d) & _M16) not in self._expected for d in (-2, -1, 0, 1)
+        )
+
+    def expect(self, addr: Any, connection_id: int, now: float) -> None:
+        """Accept one SYN from ``addr`` carrying ``connection_id``, even when not accepting.
+
+        For ids agreed out of band. The connection then reports ``Connected`` as
+        any accepted one does (its ``send_id`` is ``connection_id``); the
+        expectation is used up. Raises :class:`ConnectionIdInUse` on a clash.
+        """
+        syn_id = connection_id & _M16
+        if not self._id_free(addr, (syn_id + 1) & _M16):
+            raise ConnectionIdInUse(f"uTP connection id {syn_id} is in use towards {addr!r}")
+        self._expected[(addr, syn_id)] = None
+
+    def unexpect(self, addr: Any, connection_id: int) -> None:
+        """Withdraw :meth:`expect` (nothing happens if it was used up or never made)."""
+        self._expected.pop((addr, connection_id & _M16), None)
 
     def _attach(self, conn: UTPConnection, now: float) -> None:
         self.connections[(conn.peer_addr, conn.recv_id)] = conn
@@ -240,6 +278,17 @@ class UTPContext:
             return
         config = self.config
         stats = self.stats
+        if self._expected and (addr, pkt.connection_id) in self._expected:
+            if len(self.connections) >= config.max_connections:
+                stats.syns_refused += 1
+                return
+            del self._expected[(addr, pkt.connection_id)]
+            conn = UTPConnection.accept(
+                config, peer_addr=addr, syn=pkt, seq_nr=self._random_bits(16), now=now, ipv6=_is_ipv6(addr)
+            )
+            stats.syns_accepted += 1
+            self._attach(conn, now)
+            return
         if not self.accepting:
             stats.syns_refused += 1
             self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)

@@ -1,7 +1,7 @@
-"""Engine behaviour that the real peers exposed, reproduced packet by packet (sans-IO).
+"""Several SACK holes in one libutp-style ACK: retransmitted lowest first (sans-IO, packet by packet).
 
-Each test here asserts the behaviour the interop runs need; a failing one documents an engine
-bug found against a real peer (see the interop report for the packet trace).
+Found against a real peer (utp-native behind a lossy relay) and reproduced here without one;
+a failing test documents the engine bug (see the interop report for the packet trace).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_several_sack_holes_are_retransmitted_lowest_first() -> None:
     order but queues each fast retransmission with ``appendleft`` (``_mark_lost``), so they go
     out highest first, and the one-packet ``_fast_credit`` is spent on the highest hole; with the
     window full the snd_una hole then waits for the RTO (a 0.5 s stall per occurrence in
-    ``bench/interop_bench.py --loss 0.03``: txutp -> utp-native ran at 1.5-3.4 MB/s against
+    ``python -m bench.interop_bench --loss 0.03``: txutp -> utp-native ran at 1.5-3.4 MB/s against
     33-42 MB/s to libtorrent, whose ACKs are per packet).
     """
     n = 60

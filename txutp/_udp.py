@@ -1,0 +1,281 @@
+"""The UDP carrier: a batching UDP port for a :class:`~txutp.UTPMultiplexer`.
+
+:func:`listenUTP` binds a :class:`BatchingUDPPort` for a multiplexer, as
+``reactor.listenUDP`` binds a port for a ``DatagramProtocol``. The port reads in
+batches and ends each with the multiplexer's ``readBatchDone()`` (one flush per
+batch), splits the runs of datagrams that the kernel coalesced (UDP GRO), and
+sends each flush's runs of equal-sized datagrams with one ``sendmsg`` each (UDP
+GSO). It raises the socket buffers, sends without don't-fragment except for the
+engine's path MTU probes, counts into the multiplexer's ``stats``, and treats a
+refused send as a lost datagram (``EMSGSIZE`` also tells the engine the
+datagram was too big). Reactors without file-descriptor sets (IOCP) get a
+plain ``reactor.listenUDP`` port instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+import sys
+from typing import Any
+
+from twisted.internet import udp
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFDSet
+
+from ._multiplexer import MultiplexerStats, Reactor, UTPMultiplexer
+from .engine import DontFragment
+
+__all__ = ["BatchingUDPPort", "listenUTP"]
+
+#: Socket buffer size asked for (libutp and libtorrent collapse on loopback with the 212 992-byte default).
+SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+#: Largest datagram read; uTP never sends more than 1472 bytes, but the user protocol might.
+MAX_PACKET_SIZE = 65535
+
+#: Bytes read per read batch (one flush each); Twisted's own udp.Port reads 256 KiB.
+READ_BATCH_BYTES = 512 * 1024
+
+# Linux <linux/udp.h>: segmentation offload, sending (GSO) and receiving (GRO).
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
+#: The kernel's UDP_MAX_SEGMENTS, and the largest UDP payload of one send.
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65507
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_READ_RETRY_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE})
+_SEND_LOSS_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+# Linux <linux/in.h>, <linux/in6.h>: per-socket path MTU discovery mode (not exported by the socket module).
+_IP_MTU_DISCOVER = 10
+_IPV6_MTU_DISCOVER = 23
+_PMTUDISC_DONT = 0
+_PMTUDISC_DO = 2
+
+
+def listenUTP(reactor: Reactor, port: int, multiplexer: UTPMultiplexer, interface: str = "") -> Any:
+    """Bind UDP ``port`` (0 for any) on ``interface`` (an IP literal) for ``multiplexer``; return the port.
+
+    On reactors with file-descriptor sets (every POSIX reactor) the port is a
+    :class:`BatchingUDPPort`; elsewhere it is ``reactor.listenUDP``'s, and the
+    multiplexer flushes after each batch through ``callLater(0)``. Raises
+    ``CannotListenError`` if the port cannot be bound.
+    """
+    if not IReactorFDSet.providedBy(reactor):  # pragma: no cover - IOCP
+        return reactor.listenUDP(port, multiplexer, interface=interface, maxPacketSize=MAX_PACKET_SIZE)
+    udpPort = BatchingUDPPort(port, multiplexer, interface, MAX_PACKET_SIZE, reactor)
+    udpPort.startListening()  # type: ignore[no-untyped-call]
+    return udpPort
+
+
+class BatchingUDPPort(udp.Port):
+    """A UDP port that reads and sends in batches for its :class:`~txutp.UTPMultiplexer` (a batching carrier).
+
+    With ``UDP_GRO`` (Linux) one ``recvmsg`` returns a run of datagrams from one
+    sender coalesced into one buffer plus their segment size; they are split here.
+    Without it, datagrams are read one ``recvfrom`` at a time. Either way a batch
+    ends after ``READ_BATCH_BYTES`` or when the socket is empty, and the
+    multiplexer flushes once for the whole batch.
+    """
+
+    protocol: UTPMultiplexer
+    #: Receiving with UDP GRO, and sending with UDP GSO (tried on first use; off if the kernel refuses).
+    gro = False
+    gso = False
+    #: The socket's ``sendto`` and ``sendmsg`` (a seam for tests that make sending fail).
+    sendto: Any = None
+    sendmsg: Any = None
+
+    def __init__(self, port: int, multiplexer: UTPMultiplexer, interface: str, maxPacketSize: int, reactor: Any):
+        super().__init__(port, multiplexer, interface, maxPacketSize, reactor)  # type: ignore[no-untyped-call]
+        #: The multiplexer's counters, which this port keeps for sending and for the socket.
+        self.stats: MultiplexerStats = multiplexer.stats
+        self._dontFragmentLevels: list[tuple[int, int]] = []
+
+    def _bindSocket(self) -> None:
+        super()._bindSocket()  # type: ignore[no-untyped-call]
+        sock = self.socket
+        self.sendto = sock.sendto
+        self.sendmsg = sock.sendmsg
+        self._raiseSocketBuffers()
+        self._setupDontFragment()
+        if sys.platform.startswith("linux"):
+            self.gso = True
+            self.enableGRO()
+
+    def enableGRO(self) -> bool:
+        """Ask the kernel to coalesce received datagrams (Linux UDP_GRO); return whether it works."""
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            self.gro = True
+        return self.gro
+
+    def stopListening(self) -> Deferred[None]:
+        """Close the socket now (``udp.Port`` waits a reactor turn, which a stopping reactor may never run)."""
+        if self.connected:
+            self.connectionLost(None)  # type: ignore[no-untyped-call]
+        return succeed(None)
+
+    # ------------------------------------------------------------------ reading
+
+    def doRead(self) -> None:
+        """Read a batch of datagrams, then let the multiplexer flush once."""
+        try:
+            self._readBatch()
+        finally:
+            if self.connected:
+                self.protocol.readBatchDone()
+
+    def _readBatch(self) -> None:
+        sock = self.socket
+        received = self.protocol.datagramReceived
+        ipv6 = self.addressFamily == socket.AF_INET6
+        budget = READ_BATCH_BYTES
+        gro = self.gro
+        while budget > 0:
+            try:
+                if gro:
+                    data, ancillary, _flags, addr = sock.recvmsg(MAX_PACKET_SIZE, _GRO_CMSG_SPACE)
+                else:
+                    data, addr = sock.recvfrom(MAX_PACKET_SIZE)
+                    ancillary = None
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in _READ_RETRY_ERRNOS:
+                    continue  # an ICMP error about an earlier datagram: not fatal for the socket
+                raise
+            if ipv6:
+                addr = addr[:2]
+            budget -= len(data)
+            segment = 0
+            if ancillary:
+                for level, kind, value in ancillary:
+                    if level == _SOL_UDP and kind == _UDP_GRO:
+                        segment = int.from_bytes(value[:4], sys.byteorder)
+            if segment and len(data) > segment:
+                self.stats.gro_reads += 1
+                for start in range(0, len(data), segment):
+                    received(data[start : start + segment], addr)
+            else:
+                received(data, addr)
+
+    # ------------------------------------------------------------------ sending
+
+    def writeBatch(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Send the datagrams of one flush, runs of equal-sized ones with one ``sendmsg`` each (GSO)."""
+        sendmsg = self.sendmsg
+        if not self.gso or sendmsg is None:
+            for data, addr in datagrams:
+                self.write(data, addr)
+            return
+        stats = self.stats
+        n = len(datagrams)
+        i = 0
+        while i < n:
+            data, addr = datagrams[i]
+            size = len(data)
+            j = i + 1
+            if type(data) is bytes:  # a DontFragment probe goes alone
+                total = size
+                while j < n and j - i < _GSO_MAX_SEGMENTS:
+                    nxt, nxt_addr = datagrams[j]
+                    length = len(nxt)
+                    if nxt_addr != addr or length > size or type(nxt) is not bytes or total + length > _GSO_MAX_BYTES:
+                        break
+                    total += length
+                    j += 1
+                    if length < size:
+                        break  # only the last segment may be shorter
+            if j - i == 1:
+                self.write(data, addr)
+                i = j
+                continue
+            run = datagrams[i:j]
+            try:
+                sendmsg([b"".join([d for d, _ in run])], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
+            except BlockingIOError:
+                stats.send_errors += j - i  # the socket buffer is full: lost, as on a congested link
+            except OSError as e:
+                if e.errno in _SEND_LOSS_ERRNOS:
+                    stats.send_errors += j - i
+                else:
+                    # No segmentation offload here after all (EIO, EINVAL, ...): one datagram at a time from now on.
+                    self.gso = False
+                    for d, a in run:
+                        self.write(d, a)
+            else:
+                stats.datagrams_sent += j - i
+                stats.bytes_sent += total
+                stats.gso_sends += 1
+            i = j
+
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        """Send one datagram; never raises: a refused datagram counts as lost (``EMSGSIZE``: too big)."""
+        sendto = self.sendto
+        if sendto is None:
+            return
+        dontFragment = isinstance(datagram, DontFragment) and self._dontFragmentLevels
+        try:
+            if dontFragment:
+                self._setDontFragment(True)
+            try:
+                sendto(datagram, addr)  # udp.Port.write would validate the address each time
+            finally:
+                if dontFragment:
+                    self._setDontFragment(False)
+        except OSError as e:
+            self.stats.send_errors += 1
+            if e.errno == errno.EMSGSIZE:
+                # Bigger than the path MTU the kernel knows (a DF probe, usually).
+                self.protocol.datagramTooBig(datagram, addr)
+            # EAGAIN, ENOBUFS, ECONNREFUSED, ...: the datagram is lost, as on a congested link
+            return
+        self.stats.datagrams_sent += 1
+        self.stats.bytes_sent += len(datagram)
+
+    # ------------------------------------------------------------------ the socket
+
+    def _raiseSocketBuffers(self) -> None:
+        sock = self.socket
+        for opt, force, field in (
+            (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None), "rcvbuf"),
+            (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None), "sndbuf"),
+        ):
+            try:
+                if sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER_SIZE:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_SIZE)
+                    if force is not None and sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER_SIZE:
+                        # Above net.core.*mem_max only with CAP_NET_ADMIN; otherwise keep what we got.
+                        with contextlib.suppress(OSError):
+                            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_SIZE)
+                setattr(self.stats, field, sock.getsockopt(socket.SOL_SOCKET, opt))
+            except OSError:  # pragma: no cover - platforms without the option
+                pass
+
+    def _setupDontFragment(self) -> None:
+        """Send without DF by default (IP may fragment); DF only for the engine's path MTU probes (Linux)."""
+        if not sys.platform.startswith("linux"):
+            return
+        sock = self.socket
+        levels = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER)]
+        if sock.family == socket.AF_INET6:
+            levels.append((socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER))
+        try:
+            for level, option in levels:
+                sock.setsockopt(level, option, _PMTUDISC_DONT)
+        except OSError:  # pragma: no cover - kernels without the option
+            return
+        self._dontFragmentLevels = levels
+
+    def _setDontFragment(self, on: bool) -> None:
+        sock = self.socket
+        value = _PMTUDISC_DO if on else _PMTUDISC_DONT
+        for level, option in self._dontFragmentLevels:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
