@@ -14,7 +14,6 @@ import statistics
 import sys
 from typing import Any
 
-import tests.helpers  # noqa: F401  (registers the "reno" controller)
 from txutp.engine import UTPConfig
 from txutp.simulator import Host, LinkConfig, Network, StreamApp
 

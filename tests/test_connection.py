@@ -4,56 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ScriptedBits, drain, fields, header
+from tests.helpers import A_ISN, DATA, FIN, RESET, STATE, SYN, A, B, Pair, ScriptedBits, drain, fields, packet
 from txutp.engine import (
     Connected,
     DataReceived,
     RTTEstimator,
     UTPConfig,
-    UTPConnection,
     UTPContext,
     decode_packet,
 )
+from txutp.engine._packet import ST_DATA
 
-A = ("10.0.0.1", 1)
-B = ("10.0.0.2", 2)
-
-
-class Pair:
-    """Two contexts joined by hand: the test decides what crosses, in what order."""
-
-    def __init__(self, config: UTPConfig | None = None, client_config: UTPConfig | None = None) -> None:
-        # Fixed packet sizes (no path MTU probes) keep the packet arithmetic of these tests simple.
-        config = config or UTPConfig(mtu_discovery=False)
-        client_config = client_config or config
-        self.a = UTPContext(client_config, random_bits=ScriptedBits([1000, 500]))
-        self.b = UTPContext(config, accepting=True, random_bits=ScriptedBits([7000]))
-        self.now = 0.0
-        self.client = self.a.connect(B, self.now)
-        self.to_b(self.out_a())
-        self.to_a(self.out_b())
-        self.to_b(self.out_a())
-        events = drain(self.b)
-        assert [type(e) for _, e in events] == [Connected]
-        self.server: UTPConnection = events[0][0]  # type: ignore[assignment]
-        drain(self.a)
-
-    def out_a(self) -> list[bytes]:
-        return [d for d, _ in self.a.datagrams_to_send(self.now)]
-
-    def out_b(self) -> list[bytes]:
-        return [d for d, _ in self.b.datagrams_to_send(self.now)]
-
-    def to_b(self, datagrams: list[bytes]) -> None:
-        for d in datagrams:
-            assert self.b.receive_datagram(d, A, self.now)
-
-    def to_a(self, datagrams: list[bytes]) -> None:
-        for d in datagrams:
-            assert self.a.receive_datagram(d, B, self.now)
-
-    def received_by_b(self) -> bytes:
-        return b"".join(e.data for _, e in drain(self.b) if isinstance(e, DataReceived))
+# tests/test_sack_holes.py imports Pair (the harness's) and _payloads from here.
 
 
 def _payloads(n: int, size: int = 1382) -> bytes:
@@ -69,7 +31,7 @@ def test_ack_coalesced_per_batch() -> None:
     acks = p.out_b()
     assert len(acks) == 1
     (kind, _, _, _, _, _, _, ack) = fields(acks[0])
-    assert kind == 0x21 and ack == decode_packet(data[-1]).seq_nr
+    assert kind == STATE and ack == decode_packet(data[-1]).seq_nr
 
 
 def test_sack_emitted_for_out_of_order_data_in_multiples_of_4() -> None:
@@ -94,7 +56,7 @@ def test_sack_holes_are_retransmitted_a_reordering_window_after_a_later_delivery
     p.now += 0.05
     p.to_a(p.out_b())
     # Not at once: the second may only be late (reordering is not loss)...
-    assert [x for x in p.out_a() if x[0] == 0x01] == []
+    assert [x for x in p.out_a() if x[0] == DATA] == []
     deadline = p.client.get_timer()
     assert deadline is not None and p.now < deadline <= p.now + p.client.stats().reordering_window
     # ...but once the reordering window has passed since the later packet's delivery, it is lost.
@@ -111,19 +73,28 @@ def test_sack_holes_are_retransmitted_a_reordering_window_after_a_later_delivery
 def test_a_late_packet_arriving_within_the_reordering_window_is_not_resent() -> None:
     p = Pair()
     p.client.send(_payloads(4), p.now)
-    d = p.out_a()
-    p.to_b([d[0], d[2], d[3]])
+    [late] = p.hold("a", 1)  # the second is overtaken by the two after it
     p.now += 0.05
-    p.to_a(p.out_b())
-    p.to_b([d[1]])  # late, not lost
-    p.to_a(p.out_b())
-    deadline = p.client.get_timer()
-    if deadline is not None:
-        p.now = deadline
-        p.client.handle_timer(p.now)
-    assert [x for x in p.out_a() if x[0] == 0x01] == []
+    p.to_a(p.out_b())  # an ACK that selectively acknowledges them
+    p.release()  # late, not lost
+    p.pump()
+    p.run(p.now + 1.0)
+    assert [(side, q.type, q.seq_nr) for side, q in p.pump() if q.type == ST_DATA] == []
     assert p.client.stats().retransmissions == 0
-    assert p.received_by_b() == _payloads(4)
+    assert b"".join(e.data for side, e in p.events if side == "b" and isinstance(e, DataReceived)) == _payloads(4)
+    assert late.seq_nr == (A_ISN + 2) & 0xFFFF
+
+
+def test_a_lost_packet_is_resent_once_and_the_stream_completes() -> None:
+    p = Pair()
+    p.client.send(_payloads(6), p.now)
+    [lost] = p.drop("a", 2)
+    p.now += 0.05
+    sent = [q.seq_nr for side, q in p.pump() if side == "a" and q.type == ST_DATA]  # SACKed: new data goes
+    sent += [q.seq_nr for _, side, q in p.run(p.now + 5.0) if side == "a" and q.type == ST_DATA]
+    assert sent.count(lost.seq_nr) == 1  # resent once, after the reordering window
+    assert b"".join(e.data for side, e in p.events if side == "b" and isinstance(e, DataReceived)) == _payloads(6)
+    assert p.client.stats().retransmissions == 1 and p.client.bytes_in_flight == 0
 
 
 def test_libtorrent_style_sack_on_data_with_odd_length_is_accepted() -> None:
@@ -136,7 +107,7 @@ def test_libtorrent_style_sack_on_data_with_odd_length_is_accepted() -> None:
     # The server's DATA acks the first packet and SACKs the others, with a 3-byte SACK (libtorrent).
     srv_seq = decode_packet(p.out_b()[0]).seq_nr  # the server's own next sequence number (an ACK)
     sack = bytes([0b11, 0, 0])
-    pkt = header(0x01, p.client.recv_id, srv_seq, seqs[0], ext=1) + bytes([0, 3]) + sack + b"payload"
+    pkt = packet(DATA, p.client.recv_id, srv_seq, seqs[0], ext=1) + bytes([0, 3]) + sack + b"payload"
     p.to_a([pkt])
     events = drain(p.a)
     assert [e for _, e in events] == [DataReceived(b"payload")]
@@ -148,7 +119,7 @@ def test_libtorrent_style_sack_on_data_with_odd_length_is_accepted() -> None:
     assert deadline is not None
     p.now = deadline
     p.client.handle_timer(p.now)
-    assert [decode_packet(x).seq_nr for x in p.out_a() if x[0] == 0x01] == [seqs[1]]
+    assert [decode_packet(x).seq_nr for x in p.out_a() if x[0] == DATA] == [seqs[1]]
 
 
 def test_three_duplicate_acks_trigger_fast_retransmit() -> None:
@@ -161,7 +132,7 @@ def test_three_duplicate_acks_trigger_fast_retransmit() -> None:
     # first packet is overdue by more than the reordering window.
     p.now = 0.01
     srv_seq = p.server.final_seq_nr
-    dup = header(0x21, p.client.recv_id, srv_seq, una_ack, wnd=1 << 20)
+    dup = packet(STATE, p.client.recv_id, srv_seq, una_ack, wnd=1 << 20)
     p.to_a([dup, dup])
     assert p.out_a() == []
     p.to_a([dup])
@@ -200,7 +171,7 @@ def test_tail_loss_probe_then_retransmission_timeout_resends_the_oldest() -> Non
         assert deadline is not None
         p.now = deadline
         p.client.handle_timer(p.now)
-        out = [x for x in p.out_a() if x[0] == 0x01]
+        out = [x for x in p.out_a() if x[0] == DATA]
     assert [decode_packet(x).seq_nr for x in out] == [decode_packet(d[0]).seq_nr]
     assert p.client.stats().timeouts == 1
     # Karn: no RTT sample from the retransmitted packet.
@@ -239,7 +210,7 @@ def test_data_beyond_the_receive_buffer_is_dropped_not_buffered() -> None:
     # A hostile sender ignores the advertised window entirely.
     for i in range(50):
         seq = (p.client.final_seq_nr + i) & 0xFFFF
-        pkt = header(0x01, p.server.recv_id, seq, p.server.final_seq_nr - 1) + bytes(1382)
+        pkt = packet(DATA, p.server.recv_id, seq, p.server.final_seq_nr - 1) + bytes(1382)
         p.b.receive_datagram(pkt, A, p.now)
     assert p.server._recv.used <= config.recv_buffer_size
     assert p.server.dropped_packets >= 46
@@ -250,7 +221,7 @@ def test_reorder_buffer_is_bounded_by_max_reorder_packets() -> None:
     p = Pair(config)
     base = p.client.final_seq_nr
     for i in range(1, 40):
-        pkt = header(0x01, p.server.recv_id, (base + i) & 0xFFFF, p.server.final_seq_nr - 1) + b"x"
+        pkt = packet(DATA, p.server.recv_id, (base + i) & 0xFFFF, p.server.final_seq_nr - 1) + b"x"
         p.b.receive_datagram(pkt, A, p.now)
     assert len(p.server._recv.reorder) == 7  # offsets 2..8 from the next expected packet
     assert p.server.dropped_packets == 39 - 7
@@ -260,7 +231,7 @@ def test_huge_peer_window_does_not_lift_our_send_limit() -> None:
     config = UTPConfig(send_buffer_size=64 * 1024, mtu_discovery=False)
     p = Pair(client_config=config)
     # The server claims a 4 GiB window; the client's cwnd cap (the send buffer) still holds.
-    p.to_a([header(0x21, p.client.recv_id, p.server.final_seq_nr, p.client.final_seq_nr - 1, wnd=0xFFFFFFFF)])
+    p.to_a([packet(STATE, p.client.recv_id, p.server.final_seq_nr, p.client.final_seq_nr - 1, wnd=0xFFFFFFFF)])
     p.client.cc.cwnd = 10**9  # even a runaway controller
     p.client.send(bytes(config.send_buffer_size), p.now)
     p.out_a()
@@ -268,17 +239,19 @@ def test_huge_peer_window_does_not_lift_our_send_limit() -> None:
     assert p.client.bytes_unsent + p.client.bytes_in_flight <= config.send_buffer_size
 
 
-@pytest.mark.parametrize("ts_diff", [0, 0x7FFFFFFF])
-def test_no_delay_sample_values(ts_diff: int) -> None:
+@pytest.mark.parametrize(("ts_diff", "sampled"), [(0, False), (0x7FFFFFFF, False), (12_345, True)])
+def test_no_delay_sample_values(ts_diff: int, sampled: bool) -> None:
+    """0 and uTorrent's 0x7FFFFFFF mean "no sample": the controller measures no delay from them."""
     p = Pair()
     p.client.send(b"x", p.now)
     [d] = p.out_a()
     p.to_b([d])
     [ack] = p.out_b()
     forged = ack[:8] + ts_diff.to_bytes(4, "big") + ack[12:]
-    p.client._last_delay_sample = None
+    before = p.client.stats().congestion.delay_samples
     p.to_a([forged])
-    assert p.client._last_delay_sample is None
+    assert p.client.bytes_in_flight == 0  # the ACK counted, with or without a sample
+    assert p.client.stats().congestion.delay_samples == before + sampled
 
 
 def test_hostile_timestamp_values_do_not_break_anything() -> None:
@@ -301,13 +274,13 @@ def test_reset_when_only_our_fin_is_unacknowledged_is_a_clean_close() -> None:
     p.to_a(p.out_b())  # the data is acknowledged
     p.client.close(p.now)
     [fin] = p.out_a()
-    assert fin[0] == 0x11  # the FIN never arrives; the peer has forgotten us and answers with RESET
+    assert fin[0] == FIN  # the FIN never arrives; the peer has forgotten us and answers with RESET
     p.server.abort(p.now)
     [reset] = p.out_b()
     # A RESET naming neither our newest packet nor the sequence number we expect is challenged.
-    p.to_a([header(0x31, p.client.send_id, fields(reset)[6] + 5, fields(reset)[7])])
+    p.to_a([packet(RESET, p.client.send_id, fields(reset)[6] + 5, fields(reset)[7])])
     challenge = p.out_a()[0]  # (after our FIN, ACKs go out in libutp's and libtorrent's forms)
-    assert challenge[0] == 0x21 and p.client.stats().resets_challenged == 1
+    assert challenge[0] == STATE and p.client.stats().resets_challenged == 1
     assert drain(p.a) == []
     # txutp's own abort RESET carries the sequence number we expect next: exact.
     p.to_a([reset])
@@ -317,7 +290,7 @@ def test_reset_when_only_our_fin_is_unacknowledged_is_a_clean_close() -> None:
     q.client.send(b"never acknowledged", q.now)
     q.client.close(q.now)
     [_, fin] = q.out_a()
-    q.to_a([header(0x31, q.client.send_id, 4321, fields(fin)[6])])  # the answer to our FIN: exact
+    q.to_a([packet(RESET, q.client.send_id, 4321, fields(fin)[6])])  # the answer to our FIN: exact
     assert [e for _, e in drain(q.a)] == [ConnectionReset()]
 
 
@@ -342,17 +315,17 @@ def test_time_wait_reacks_late_retransmissions_after_linger() -> None:
     # A late copy of the client's FIN is re-ACKed (TIME_WAIT), not answered with RESET.
     p.b.receive_datagram(sent[1], A, p.now)
     [reply] = p.out_b()
-    assert fields(reply)[0] == 0x21 and fields(reply)[7] == decode_packet(sent[1]).seq_nr
+    assert fields(reply)[0] == STATE and fields(reply)[7] == decode_packet(sent[1]).seq_nr
     # Something new from that connection is answered with RESET.
-    fresh = header(0x01, p.server.recv_id, (decode_packet(sent[1]).seq_nr + 1) & 0xFFFF, 0) + b"new"
+    fresh = packet(DATA, p.server.recv_id, (decode_packet(sent[1]).seq_nr + 1) & 0xFFFF, 0) + b"new"
     p.b.receive_datagram(fresh, A, p.now)
     [reset] = p.out_b()
-    assert fields(reset)[0] == 0x31
+    assert fields(reset)[0] == RESET
     # After TIME_WAIT, even the old FIN gets a RESET.
     p.now += p.b.config.time_wait + 1
     p.b.receive_datagram(sent[1], A, p.now)
     [reset] = p.out_b()
-    assert fields(reset)[0] == 0x31
+    assert fields(reset)[0] == RESET
 
 
 def test_abort_while_lingering_reports_nothing_more() -> None:
@@ -377,13 +350,13 @@ def test_fin_instead_of_syn_ack_opens_and_ends_the_connection() -> None:
     """libtorrent answers a SYN for a torrent it will not serve with a FIN (no SYN-ACK)."""
     from txutp.engine import EndOfStream
 
-    ctx = UTPContext(random_bits=ScriptedBits([0x3000, 900]))
+    ctx = UTPContext(random_bits=ScriptedBits(0x3000, 900))
     ctx.connect(B, 0.0)
     ctx.datagrams_to_send(0.0)
-    ctx.receive_datagram(header(0x11, 0x3000, 4444, 900), B, 0.05)
+    ctx.receive_datagram(packet(FIN, 0x3000, 4444, 900), B, 0.05)
     assert [e for _, e in drain(ctx)] == [Connected(), EndOfStream()]
     acks = [fields(d) for d, _ in ctx.datagrams_to_send(0.05)]
-    assert acks and all(f[0] == 0x21 and f[7] == 4444 for f in acks)  # the FIN is acknowledged at once
+    assert acks and all(f[0] == STATE and f[7] == 4444 for f in acks)  # the FIN is acknowledged at once
 
 
 def test_acks_after_our_fin_come_in_both_numberings() -> None:
@@ -394,18 +367,18 @@ def test_acks_after_our_fin_come_in_both_numberings() -> None:
     fin_seq = decode_packet(fin).seq_nr
     p.server.send(b"reply", p.now)
     p.to_a(p.out_b())
-    states = [fields(d) for d in p.out_a() if d[0] == 0x21]
+    states = [fields(d) for d in p.out_a() if d[0] == STATE]
     assert sorted(f[6] for f in states) == sorted([fin_seq, (fin_seq + 1) & 0xFFFF])
     assert len({f[7] for f in states}) == 1  # the same ACK
 
 
 def test_a_keep_alive_confirms_a_libutp_client_that_never_sends() -> None:
     """A libutp client sends nothing after the SYN-ACK until data or its 29 s keep-alive."""
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([4321]))
-    ctx.receive_datagram(header(0x41, 0x0100, 5000, 0), A, 0.0)
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(4321))
+    ctx.receive_datagram(packet(SYN, 0x0100, 5000, 0), A, 0.0)
     ctx.datagrams_to_send(0.0)
     assert drain(ctx) == []
-    keepalive = header(0x21, 0x0101, 5001, 4321 - 2)  # libutp: its ack_nr (ISN - 1) minus one
+    keepalive = packet(STATE, 0x0101, 5001, 4321 - 2)  # libutp: its ack_nr (ISN - 1) minus one
     ctx.receive_datagram(keepalive, A, 29.0)
     assert [e for _, e in drain(ctx)] == [Connected()]
 
@@ -418,16 +391,16 @@ def test_dup_acks_resend_the_oldest_again_when_its_retransmission_is_lost() -> N
     p.client.send(_payloads(6), p.now)
     sent = p.out_a()
     first = decode_packet(sent[0]).seq_nr
-    dup = header(0x21, p.client.recv_id, p.server.final_seq_nr, (first - 1) & 0xFFFF)  # no SACK: libutp-like
+    dup = packet(STATE, p.client.recv_id, p.server.final_seq_nr, (first - 1) & 0xFFFF)  # no SACK: libutp-like
     p.now = 0.05
     p.to_a([dup, dup, dup])
     assert [decode_packet(d).seq_nr for d in p.out_a()] == [first]
     p.now = 0.06
     p.to_a([dup])  # more duplicates right away: the retransmission may still be in flight
-    assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01] == []
+    assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == DATA] == []
     p.now = 0.06 + 2 * (p.client.stats().rtt or 1.0)
     p.to_a([dup])  # still duplicates more than an RTT later: it was lost too
-    assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == 0x01] == [first]
+    assert [decode_packet(d).seq_nr for d in p.out_a() if d[0] == DATA] == [first]
 
 
 def test_a_long_batch_is_acknowledged_once_at_its_end() -> None:

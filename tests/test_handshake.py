@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ScriptedBits, drain, fields, header
+from tests.helpers import DATA, STATE, SYN, ScriptedBits, drain, fields, packet
 from txutp.engine import (
     Connected,
     ConnectionReset,
@@ -25,22 +25,22 @@ WND = 1024 * 1024
 
 def test_initiator_against_hand_built_libutp_acceptor() -> None:
     """SYN layout, SYN-ACK seq convention (not incremented) and the initiator's ack = seq - 1."""
-    ctx = UTPContext(random_bits=ScriptedBits([0x1234, 0xFFF0]))
+    ctx = UTPContext(random_bits=ScriptedBits(0x1234, 0xFFF0))
     conn = ctx.connect(PEER, now=1.0)
     [(syn, addr)] = ctx.datagrams_to_send(1.0)
     assert addr == PEER
-    assert syn == header(0x41, 0x1234, 0xFFF0, 0, ts=1_000_000, wnd=WND)
+    assert syn == packet(SYN, 0x1234, 0xFFF0, 0, ts=1_000_000, wnd=WND)
     assert conn.recv_id == 0x1234 and conn.send_id == 0x1235
 
     # libutp's SYN-ACK: conn id = the SYN's id, seq = the acceptor's ISN (777), ack = SYN seq.
-    ctx.receive_datagram(header(0x21, 0x1234, 777, 0xFFF0, ts=5_000, wnd=WND), PEER, 1.1)
+    ctx.receive_datagram(packet(STATE, 0x1234, 777, 0xFFF0, ts=5_000, wnd=WND), PEER, 1.1)
     assert [type(e) for _, e in drain(ctx)] == [Connected]
     [(ack, _)] = ctx.datagrams_to_send(1.1)
     # Confirmed at once: send id, our next seq, ack = SYN-ACK seq - 1, reply = 1.1 s - 5 ms.
-    assert ack == header(0x21, 0x1235, 0xFFF1, 776, ts=1_100_000, ts_diff=1_095_000, wnd=WND)
+    assert ack == packet(STATE, 0x1235, 0xFFF1, 776, ts=1_100_000, ts_diff=1_095_000, wnd=WND)
 
     # The acceptor's first DATA carries seq 777: it must be delivered, not taken for a duplicate.
-    ctx.receive_datagram(header(0x01, 0x1234, 777, 0xFFF0, ts=6_000) + b"hello", PEER, 1.2)
+    ctx.receive_datagram(packet(DATA, 0x1234, 777, 0xFFF0, b"hello", ts=6_000), PEER, 1.2)
     assert [e for _, e in drain(ctx)] == [DataReceived(b"hello")]
     conn.send(b"x", 1.2)
     [(data, _)] = ctx.datagrams_to_send(1.2)
@@ -50,32 +50,32 @@ def test_initiator_against_hand_built_libutp_acceptor() -> None:
 
 
 def test_acceptor_against_hand_built_libutp_initiator() -> None:
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([4321]))
-    ctx.receive_datagram(header(0x41, 0x0100, 5000, 0, ts=2_000_000, wnd=WND), PEER, 10.0)
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(4321))
+    ctx.receive_datagram(packet(SYN, 0x0100, 5000, 0, ts=2_000_000, wnd=WND), PEER, 10.0)
     [(synack, _)] = ctx.datagrams_to_send(10.0)
     # ST_STATE, conn id = SYN id, seq = our ISN (not incremented), ack = SYN seq, no delay sample.
-    assert synack == header(0x21, 0x0100, 4321, 5000, ts=10_000_000, ts_diff=0, wnd=WND)
+    assert synack == packet(STATE, 0x0100, 4321, 5000, ts=10_000_000, ts_diff=0, wnd=WND)
     assert drain(ctx) == []  # nothing reaches the application before the peer proves itself
     [conn] = ctx.connections.values()
     assert conn.state is ConnectionState.SYN_RECV
     assert (conn.recv_id, conn.send_id) == (0x0101, 0x0100)
 
     # libutp's first DATA: conn id = its send id (SYN id + 1), seq = SYN seq + 1, ack = our ISN - 1.
-    ctx.receive_datagram(header(0x01, 0x0101, 5001, 4320, ts=2_100_000) + b"GET /", PEER, 10.1)
+    ctx.receive_datagram(packet(DATA, 0x0101, 5001, 4320, b"GET /", ts=2_100_000), PEER, 10.1)
     assert [e for _, e in drain(ctx)] == [Connected(), DataReceived(b"GET /")]
     assert conn.state is ConnectionState.CONNECTED
     [(ack, _)] = ctx.datagrams_to_send(10.1)
-    assert fields(ack)[0] == 0x21 and fields(ack)[2] == 0x0100
+    assert fields(ack)[0] == STATE and fields(ack)[2] == 0x0100
     assert fields(ack)[6:] == (4321, 5001)
 
 
 @pytest.mark.parametrize("bad_ack", [4321, 4316, 4320 + 100, 0, 4321 + 32768])
 def test_drdos_check_rejects_wrong_ack_nr(bad_ack: int) -> None:
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([4321]))
-    ctx.receive_datagram(header(0x41, 0x0100, 5000, 0), PEER, 0.0)
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(4321))
+    ctx.receive_datagram(packet(SYN, 0x0100, 5000, 0), PEER, 0.0)
     ctx.datagrams_to_send(0.0)
     [conn] = ctx.connections.values()
-    ctx.receive_datagram(header(0x01, 0x0101, 5001, bad_ack) + b"amplify me", PEER, 0.1)
+    ctx.receive_datagram(packet(DATA, 0x0101, 5001, bad_ack, b"amplify me"), PEER, 0.1)
     assert drain(ctx) == []
     assert ctx.datagrams_to_send(0.1) == []
     assert conn.state is ConnectionState.SYN_RECV
@@ -84,17 +84,17 @@ def test_drdos_check_rejects_wrong_ack_nr(bad_ack: int) -> None:
 
 @pytest.mark.parametrize("good_ack", [4320, 4317])
 def test_drdos_check_accepts_ack_within_window(good_ack: int) -> None:
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([4321]))
-    ctx.receive_datagram(header(0x41, 0x0100, 5000, 0), PEER, 0.0)
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(4321))
+    ctx.receive_datagram(packet(SYN, 0x0100, 5000, 0), PEER, 0.0)
     ctx.datagrams_to_send(0.0)
-    ctx.receive_datagram(header(0x01, 0x0101, 5001, good_ack) + b"hi", PEER, 0.1)
+    ctx.receive_datagram(packet(DATA, 0x0101, 5001, good_ack, b"hi"), PEER, 0.1)
     assert [e for _, e in drain(ctx)] == [Connected(), DataReceived(b"hi")]
 
 
 def test_spoofed_syn_yields_exactly_one_syn_ack_and_nothing_more() -> None:
     config = UTPConfig()
     ctx = UTPContext(config, accepting=True)
-    ctx.receive_datagram(header(0x41, 0x4242, 100, 0), PEER, 0.0)
+    ctx.receive_datagram(packet(SYN, 0x4242, 100, 0), PEER, 0.0)
     sent = ctx.datagrams_to_send(0.0)
     now = 0.0
     while (deadline := ctx.get_timer()) is not None:
@@ -102,14 +102,14 @@ def test_spoofed_syn_yields_exactly_one_syn_ack_and_nothing_more() -> None:
         ctx.handle_timer(now)
         sent += ctx.datagrams_to_send(now)
         assert drain(ctx) == []
-    assert len(sent) == 1 and fields(sent[0][0])[0] == 0x21
+    assert len(sent) == 1 and fields(sent[0][0])[0] == STATE
     assert now >= config.syn_recv_timeout
     assert ctx.connections == {} and ctx.half_open == 0
 
 
 def test_duplicate_syn_is_acked_again() -> None:
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([9000]))
-    syn = header(0x41, 0x0100, 5000, 0)
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(9000))
+    syn = packet(SYN, 0x0100, 5000, 0)
     ctx.receive_datagram(syn, PEER, 0.0)
     [(first, _)] = ctx.datagrams_to_send(0.0)
     ctx.receive_datagram(syn, PEER, 3.0)
@@ -157,12 +157,12 @@ def _drop_nth(net: Network, src: Host, type_version: int, nth: int = 1) -> list[
 @pytest.mark.parametrize(
     ("who", "type_version", "server_speaks_first"),
     [
-        ("client", 0x41, False),  # SYN
-        ("server", 0x21, False),  # SYN-ACK
-        ("client", 0x21, True),  # the initiator's confirming ACK, server speaks first
-        ("client", 0x21, False),  # the confirming ACK, client speaks first
-        ("client", 0x01, False),  # the client's first DATA
-        ("server", 0x01, True),  # the server's first DATA
+        ("client", SYN, False),
+        ("server", STATE, False),  # SYN-ACK
+        ("client", STATE, True),  # the initiator's confirming ACK, server speaks first
+        ("client", STATE, False),  # the confirming ACK, client speaks first
+        ("client", DATA, False),  # the client's first DATA
+        ("server", DATA, True),  # the server's first DATA
     ],
 )
 def test_handshake_survives_loss_of_each_packet(who: str, type_version: int, server_speaks_first: bool) -> None:
@@ -212,7 +212,7 @@ def test_syn_retransmitted_with_backoff_then_timed_out() -> None:
 def test_unconfirmed_acceptor_times_out_silently() -> None:
     config = UTPConfig(syn_recv_timeout=4.0)
     ctx = UTPContext(config, accepting=True)
-    ctx.receive_datagram(header(0x41, 7, 1, 0), PEER, 0.0)
+    ctx.receive_datagram(packet(SYN, 7, 1, 0), PEER, 0.0)
     ctx.datagrams_to_send(0.0)
     assert ctx.half_open == 1 and ctx.get_timer() == pytest.approx(4.0)
     ctx.handle_timer(4.0)

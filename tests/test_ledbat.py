@@ -12,7 +12,6 @@ import statistics
 
 import pytest
 
-import tests.helpers  # noqa: F401  (registers the "reno" controller)
 from txutp.engine import LEDBAT, DelayHistory, UTPConfig
 from txutp.simulator import Host, LinkConfig, Network, StreamApp
 
@@ -110,7 +109,7 @@ def test_two_ledbat_flows_share_fairly() -> None:
     assert 0.35 <= share <= 0.65, share
     assert (a + b) / (RATE * 210) >= 0.85
     # The periodic slowdown is what re-synchronises their base delays.
-    assert all(c.cc.stats()["slowdowns"] >= 2 for c in flows.conns)
+    assert all(c.stats().congestion.slowdowns >= 2 for c in flows.conns)
 
 
 def test_goodput_under_random_loss_matches_the_aimd_model() -> None:
@@ -268,7 +267,7 @@ def test_statistics_are_readable_at_any_time() -> None:
     first = conn.stats()
     assert first.state == "SYN_SENT" and first.rtt is None and first.current_delay_us is None
     flows.run(40, step=1.0)
-    while conn.stats().congestion["slow_start"] and flows.net.now < 60:  # not in the middle of a slowdown
+    while conn.stats().congestion.slow_start and flows.net.now < 60:  # not in the middle of a slowdown
         flows.run(flows.net.now + 0.5, step=0.5)
     st = conn.stats()
     assert st.state == "CONNECTED"
@@ -280,4 +279,4 @@ def test_statistics_are_readable_at_any_time() -> None:
     assert st.bytes_sent >= flows.received(flows.senders[0]) > 40 * RATE * 0.8
     assert st.packets_sent > 0 and st.packets_received > 0
     assert st.cwnd >= st.mtu
-    assert st.congestion["slowdowns"] >= 1
+    assert st.congestion.slowdowns >= 1

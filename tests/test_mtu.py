@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tests.helpers import ScriptedBits, drain
+from tests.helpers import DATA, ScriptedBits, drain
 from txutp.engine import MAX_DATAGRAM_IPV4, DontFragment, MTUSearch, UTPConfig, UTPContext, decode_packet
 from txutp.engine._mtu import MAX_PROBES
 from txutp.simulator import Host, LinkConfig, Network, StreamApp
@@ -106,7 +106,7 @@ def test_converges_on_a_1280_byte_path() -> None:
     data_sizes: list[int] = []
 
     def watch(src: Host, dest: object, data: bytes) -> bytes:
-        if src is a and data[0] == 0x01 and not isinstance(data, DontFragment):
+        if src is a and data[0] == DATA and not isinstance(data, DontFragment):
             data_sizes.append(len(data))
         return data
 
@@ -165,7 +165,7 @@ def test_discovery_can_be_switched_off() -> None:
 
 
 def test_emsgsize_on_a_probe_counts_it_lost_and_resends_without_df() -> None:
-    ctx = UTPContext(random_bits=ScriptedBits([100, 1000]))
+    ctx = UTPContext(random_bits=ScriptedBits(100, 1000))
     peer = ("192.0.2.1", 1)
     conn = ctx.connect(peer, 0.0)
     ctx.datagrams_to_send(0.0)

@@ -1,4 +1,5 @@
-"""Tests for the uTP (BEP 29, version 1) wire codec in ``txutp.engine._packet``."""
+"""Tests for the uTP (BEP 29, version 1) wire codec in ``txutp.engine._packet``: decoding, encoding, the
+single writer the engine sends with, and the 32-bit timestamp helpers."""
 
 from __future__ import annotations
 
@@ -11,20 +12,25 @@ from txutp.engine._packet import (
     EXT_EXTENSION_BITS,
     EXT_SACK,
     HEADER_SIZE,
+    SEQ_MASK,
     ST_DATA,
     ST_FIN,
     ST_RESET,
     ST_STATE,
     ST_SYN,
+    TS_HALF,
+    TS_MASK,
     Packet,
     PacketError,
     PacketType,
     decode_packet,
-    encode_header,
     encode_packet,
     is_utp_datagram,
     sack_bitmask,
     sack_sequence_numbers,
+    to_timestamp_us,
+    ts_lt,
+    write_packet,
 )
 
 U16 = 0xFFFF
@@ -253,17 +259,25 @@ def test_encoded_length(packet):
 @given(
     ptypes,
     u16s,
-    u32s,
+    st.floats(0, 1e7, allow_nan=False),
     u32s,
     u32s,
     u16s,
     u16s,
+    st.binary(max_size=100),
     st.none() | st.binary(max_size=255),
 )
-def test_encode_header_matches_encode_packet(ptype, cid, ts, tsd, wnd, seq, ack, sack):
-    out = encode_header(ptype, cid, ts, tsd, wnd, seq, ack, sack)
-    assert out == encode_packet(Packet(ptype, cid, ts, tsd, wnd, seq, ack, b"", sack))
-    assert decode_packet(out) == Packet(ptype, cid, ts, tsd, wnd, seq, ack, b"", sack)
+def test_write_packet_matches_encode_packet(ptype, cid, now, tsd, wnd, seq, ack, payload, sack):
+    """The engine's writer and the checked encoder agree byte for byte; the writer stamps ``now``."""
+    out = write_packet(ptype, cid, now, tsd, wnd, seq, ack, payload, sack)
+    ts = to_timestamp_us(now)
+    assert out == encode_packet(Packet(ptype, cid, ts, tsd, wnd, seq, ack, payload, sack))
+    assert decode_packet(out) == Packet(ptype, cid, ts, tsd, wnd, seq, ack, payload, sack)
+
+
+@pytest.mark.parametrize("ptype", list(PacketType))
+def test_write_packet_first_byte_is_type_and_version(ptype):
+    assert write_packet(ptype, 1, 0.0, 0, 0, 0, 0)[0] == (ptype << 4) | 1
 
 
 # Any extension list the encoder accepts (type 2 must be 8 bytes): it never puts >= 3 first.
@@ -898,3 +912,103 @@ def test_encode_out_of_range_u32_hypothesis(field, value):
 def test_encode_rejects_extension_2_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="extension 2"):
         encode_packet(Packet(ST_DATA, 0, 0, 0, 0, 0, 0, b"", None, ((2, b"abc"),)))
+
+
+# ---------------------------------------------------------------------------
+# 32-bit timestamps
+# ---------------------------------------------------------------------------
+
+M32 = 2**32
+stamps = st.integers(0, M32 - 1)
+
+
+def test_wrap_constants():
+    assert SEQ_MASK == 2**16 - 1
+    assert TS_MASK == M32 - 1
+    assert TS_HALF == M32 // 2
+
+
+def test_ts_lt_wrap_and_tie():
+    assert ts_lt(2**32 - 1, 0)
+    assert not ts_lt(0, 2**32 - 1)
+    assert ts_lt(2**32 - 100, 100)
+    assert ts_lt(0, 2**31 - 1)
+    assert not ts_lt(2**31 - 1, 0)
+    assert ts_lt(2**31 + 1, 0)
+    assert not ts_lt(0, 2**31 + 1)
+    # exact tie at half the space: neither is less
+    for a in (0, 1, 2**31, 2**32 - 1):
+        b = (a + 2**31) % M32
+        assert not ts_lt(a, b)
+        assert not ts_lt(b, a)
+    assert not ts_lt(7, 7)
+
+
+@settings(max_examples=500)
+@given(stamps, stamps)
+@example(0, 2**31)
+@example(2**32 - 1, 0)
+def test_ts_lt_shorter_distance_wins(a, b):
+    forward = (b - a) % M32
+    backward = (a - b) % M32
+    assert ts_lt(a, b) == (forward < backward)
+    assert not (ts_lt(a, b) and ts_lt(b, a))
+
+
+@settings(max_examples=300)
+@given(stamps, st.integers(1, 2**31 - 1))
+@example(2**32 - 1, 1)
+def test_ts_lt_forward_below_half(a, n):
+    b = (a + n) % M32
+    assert ts_lt(a, b)
+    assert not ts_lt(b, a)
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (0.0, 0),
+        (0, 0),
+        (0.25, 250_000),
+        (1.5, 1_500_000),
+        (1, 1_000_000),
+        (4294, 4_294_000_000),
+        (4295, 4_295_000_000 - 2**32),  # wraps past 2**32 - 1
+        (4295.0, 32_704),
+        (2**32, 0),  # 2**32 seconds = 2**32 * 10**6 microseconds = 0 mod 2**32
+    ],
+)
+def test_to_timestamp_us_exact(now, expected):
+    result = to_timestamp_us(now)
+    assert result == expected
+    assert isinstance(result, int)
+
+
+@given(st.integers(0, 9 * 10**9))
+def test_to_timestamp_us_integer_seconds(seconds):
+    # integer seconds are exact in a double up to 2**53 microseconds
+    assert to_timestamp_us(float(seconds)) == (seconds * 10**6) % M32
+    assert to_timestamp_us(seconds) == (seconds * 10**6) % M32
+
+
+@settings(max_examples=300)
+@given(st.floats(0, 2e9, allow_nan=False, allow_infinity=False))
+@example(4294.967295)
+@example(4294.967296)
+@example(1_700_000_000.123456)
+def test_to_timestamp_us_in_range(now):
+    result = to_timestamp_us(now)
+    assert isinstance(result, int)
+    assert 0 <= result <= TS_MASK
+
+
+@settings(max_examples=300)
+@given(st.floats(0, 2e9, allow_nan=False, allow_infinity=False), st.integers(0, 2**31 - 1))
+@example(4294.967, 1000)
+@example(4294.967295, 1)
+def test_to_timestamp_us_distance_survives_wrap(now, delta_us):
+    later = now + delta_us / 1e6
+    d = (to_timestamp_us(later) - to_timestamp_us(now)) & TS_MASK
+    # float rounding of large times: allow a small error (a double near 2e9 s has ~0.24 us resolution)
+    expected = round((later - now) * 1e6)
+    assert abs(((d - expected + 2**31) % M32) - 2**31) <= 2

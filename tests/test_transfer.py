@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.helpers import near_wrap_bits
+from tests.helpers import DATA, FIN, SYN, ScriptedBits, drain, near_wrap_bits, packet
 from txutp.engine import (
     ConnectionAborted,
     ConnectionClosed,
@@ -78,7 +78,7 @@ def test_10mb_both_ways_over_a_hostile_path(seed: int) -> None:
     seqs: dict[object, list[int]] = {a.address: [], b.address: []}
 
     def watch(src: Host, dest: object, data: bytes) -> bytes:
-        if data[0] == 0x01:
+        if data[0] == DATA:
             seqs[src.address].append(decode_packet(data).seq_nr)
         return data
 
@@ -277,7 +277,7 @@ def test_nagle_coalesces_small_writes() -> None:
 
     def count(src: Host, dest: object, data: bytes) -> bytes:
         nonlocal data_packets
-        if src is a and data[0] == 0x01:
+        if src is a and data[0] == DATA:
             data_packets += 1
         return data
 
@@ -318,19 +318,18 @@ def test_sending_after_shutdown_raises() -> None:
 
 
 def test_data_past_the_fin_is_dropped() -> None:
-    from tests.helpers import ScriptedBits, drain, header
     from txutp.engine import UTPContext
 
-    ctx = UTPContext(accepting=True, random_bits=ScriptedBits([100]))
+    ctx = UTPContext(accepting=True, random_bits=ScriptedBits(100))
     peer = ("198.51.100.1", 1)
-    ctx.receive_datagram(header(0x41, 50, 1000, 0), peer, 0.0)
+    ctx.receive_datagram(packet(SYN, 50, 1000, 0), peer, 0.0)
     ctx.datagrams_to_send(0.0)
     # FIN at 1003 arrives first, then data 1004 (past it), then the data before it.
-    ctx.receive_datagram(header(0x11, 51, 1003, 99), peer, 0.1)
-    ctx.receive_datagram(header(0x01, 51, 1004, 99) + b"after", peer, 0.1)
-    ctx.receive_datagram(header(0x01, 51, 1002, 99) + b"two", peer, 0.1)
+    ctx.receive_datagram(packet(FIN, 51, 1003, 99), peer, 0.1)
+    ctx.receive_datagram(packet(DATA, 51, 1004, 99, b"after"), peer, 0.1)
+    ctx.receive_datagram(packet(DATA, 51, 1002, 99, b"two"), peer, 0.1)
     assert [e for _, e in drain(ctx)][1:] == []
-    ctx.receive_datagram(header(0x01, 51, 1001, 99) + b"one", peer, 0.2)
+    ctx.receive_datagram(packet(DATA, 51, 1001, 99, b"one"), peer, 0.2)
     events = [e for _, e in drain(ctx)]
     assert events[-2:] == [DataReceived(b"onetwo"), EndOfStream()]
     [conn] = ctx.connections.values()

@@ -5,14 +5,8 @@ timer deadlines are pulled by the caller. See ``docs/design.rst``.
 """
 
 from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
-from ._congestion import (
-    CongestionController,
-    create_congestion_controller,
-    register_congestion_controller,
-)
-from ._connection import ConnectionStats, UTPConnection
-from ._context import ConnectionIdInUse, ConnectionLimitError, ContextStats, UTPContext
-from ._delay import DelayHistory
+from ._connection import UTPConnection
+from ._context import ConnectionIdInUse, ConnectionLimitError, UTPContext
 from ._events import (
     Connected,
     ConnectionAborted,
@@ -25,11 +19,19 @@ from ._events import (
     Event,
     Writable,
 )
-from ._ledbat import LEDBAT
 from ._mtu import DontFragment, MTUSearch
 from ._packet import Packet, PacketError, PacketType, decode_packet, encode_packet, is_utp_datagram
 from ._rtt import RTTEstimator
 from ._state import TRANSITIONS, ConnectionState, Input
+from ._stats import ConnectionStats, ContextStats
+from .congestion import (
+    CongestionController,
+    CongestionStats,
+    create_congestion_controller,
+    register_congestion_controller,
+)
+from .congestion.delay import DelayHistory
+from .congestion.ledbat import LEDBAT
 
 __all__ = [
     "LEDBAT",
@@ -37,6 +39,7 @@ __all__ = [
     "MAX_DATAGRAM_IPV6",
     "TRANSITIONS",
     "CongestionController",
+    "CongestionStats",
     "Connected",
     "ConnectionAborted",
     "ConnectionClosed",

@@ -16,7 +16,7 @@ coalesced, so tiny packets cannot make it hold more than about twice that.
 
 from __future__ import annotations
 
-from ._packet import sack_bitmask
+from ._packet import SEQ_MASK, sack_bitmask
 
 __all__ = [
     "ACCEPTED",
@@ -29,8 +29,6 @@ __all__ = [
     "ReceiveBuffer",
     "SendBuffer",
 ]
-
-_M16 = 0xFFFF
 
 # What ReceiveBuffer.on_data reports (bit flags).
 ACCEPTED = 1  # stored or delivered
@@ -109,7 +107,7 @@ class SendBuffer:
     def on_acked(self, snd_una: int) -> None:
         """The peer acknowledged everything below ``snd_una``: the undersized packet may be among it."""
         nagle = self.nagle_seq
-        if nagle is not None and ((snd_una - nagle - 1) & _M16) < 0x7FFF:
+        if nagle is not None and ((snd_una - nagle - 1) & SEQ_MASK) < 0x7FFF:
             self.nagle_seq = None
 
     def clear(self) -> None:
@@ -183,11 +181,11 @@ class ReceiveBuffer:
     def on_data(self, seq: int, payload: bytes, is_fin: bool) -> int:
         """Place one DATA or FIN packet; return ACCEPTED, DUPLICATE or DROPPED, maybe with EOF_READY."""
         self.ack_pending = True
-        d = (seq - self.ack_nr) & _M16
+        d = (seq - self.ack_nr) & SEQ_MASK
         if d == 0 or d >= 0x8000:
             return DUPLICATE
         eof = self.eof_seq
-        if eof is not None and ((seq - eof - 1) & _M16) < 0x7FFF:
+        if eof is not None and ((seq - eof - 1) & SEQ_MASK) < 0x7FFF:
             return DROPPED  # past the FIN
         size = len(payload)
         if d == 1:
@@ -214,7 +212,7 @@ class ReceiveBuffer:
             return DROPPED  # (an empty FIN is taken anyway: there is only ever one)
         if is_fin:
             self.eof_seq = seq
-            for s in [s for s in reorder if ((s - seq - 1) & _M16) < 0x7FFF]:
+            for s in [s for s in reorder if ((s - seq - 1) & SEQ_MASK) < 0x7FFF]:
                 self.reorder_charge -= len(reorder.pop(s)) + PACKET_OVERHEAD
         reorder[seq] = payload
         self.reorder_charge += size + PACKET_OVERHEAD
@@ -257,14 +255,14 @@ class ReceiveBuffer:
 
     def _drain_reorder(self) -> None:
         reorder = self.reorder
-        nxt = (self.ack_nr + 1) & _M16
+        nxt = (self.ack_nr + 1) & SEQ_MASK
         while nxt in reorder:
             payload = reorder.pop(nxt)
             self.reorder_charge -= len(payload) + PACKET_OVERHEAD
             if payload:
                 self._take_in_order(payload)
             self.ack_nr = nxt
-            nxt = (nxt + 1) & _M16
+            nxt = (nxt + 1) & SEQ_MASK
 
     # ------------------------------------------------------------------ the application
 
@@ -333,5 +331,5 @@ class ReceiveBuffer:
         reorder = self.reorder
         if not reorder:
             return None
-        span = max((s - ack_nr - 2) & _M16 for s in reorder) + 1
+        span = max((s - ack_nr - 2) & SEQ_MASK for s in reorder) + 1
         return sack_bitmask(ack_nr, reorder, min(span, 32 * 8))

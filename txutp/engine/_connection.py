@@ -9,8 +9,12 @@ the connection never reads a clock and does no I/O.
 
 The connection owns a :class:`~txutp.engine._recovery.Recovery` (what is in
 flight, loss detection, timers of the sending side, congestion control), a
-:class:`~txutp.engine._buffers.SendBuffer` and a
-:class:`~txutp.engine._buffers.ReceiveBuffer`; it builds every packet.
+:class:`~txutp.engine._buffers.SendBuffer`, a
+:class:`~txutp.engine._buffers.ReceiveBuffer` and a
+:class:`~txutp.engine._timers.TimerTable`; it builds every packet (with
+:func:`~txutp.engine._packet.write_packet`). :meth:`handle_timer` runs each
+timer that is due through ``_ON_TIMER``, a table from timer to method; state
+transitions stop the timers of the states left behind (:meth:`_fire`).
 
 Packets are built lazily in :meth:`datagrams_to_send`, so everything a batch
 of received datagrams calls for (ACKs, window updates, new data) goes out once,
@@ -22,13 +26,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from . import _ledbat  # noqa: F401  (registers "ledbat", the default controller)
 from ._buffers import DROPPED, DUPLICATE, EOF_READY, ReceiveBuffer, SendBuffer
 from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
-from ._congestion import CongestionController, create_congestion_controller
 from ._events import (
     Connected,
     ConnectionAborted,
@@ -42,82 +43,43 @@ from ._events import (
 )
 from ._mtu import DontFragment, MTUSearch
 from ._packet import (
-    HEADER,
     HEADER_SIZE,
+    SEQ_MASK,
     ST_DATA,
     ST_FIN,
     ST_RESET,
     ST_STATE,
     ST_SYN,
+    TS_MASK,
     Packet,
-    encode_header,
+    to_timestamp_us,
+    write_packet,
 )
 from ._recovery import GIVE_UP, PROBE, Recovery, SentPacket
 from ._state import ConnectionState, Input, next_state
+from ._stats import ConnectionStats
+from ._timers import Timer, TimerTable
+from .congestion import CongestionController, create_congestion_controller
+from .congestion import ledbat as _ledbat  # noqa: F401  (registers "ledbat", the default)
+from .congestion import reno as _reno  # noqa: F401  (registers "reno")
 
-__all__ = ["ConnectionStats", "UTPConnection"]
+__all__ = ["UTPConnection"]
 
-_M16 = 0xFFFF
-_M32 = 0xFFFFFFFF
 _NO_SAMPLE = 0x7FFFFFFF  # uTorrent bug: treated like 0, "no sample"
 #: Initial guess of the peer's window before it advertised one (libutp: 255 * 1435).
 _INITIAL_PEER_WINDOW = 255 * 1435
 #: Resends of an initiator's bare confirming ACK (server-speaks-first support).
 _CONFIRM_RESENDS = 3
+# Timers a path run for every packet touches, as plain indices (an Enum attribute costs ~150 ns).
+_CONFIRM = int(Timer.CONFIRM)
+_ZERO_WINDOW_PROBE = int(Timer.ZERO_WINDOW_PROBE)
+_RECOVERY = int(Timer.RECOVERY)
+_KEEPALIVE = int(Timer.KEEPALIVE)
+_IDLE = int(Timer.IDLE)
 
-_pack = HEADER.pack
 _LIVE_SENDING = frozenset(
     {ConnectionState.CONNECTED, ConnectionState.FIN_SENT, ConnectionState.FIN_RECEIVED, ConnectionState.CLOSING}
 )
-
-
-@dataclass(frozen=True)
-class ConnectionStats:
-    """A snapshot of one connection's counters and estimates (times in seconds)."""
-
-    state: str
-    #: Smoothed round-trip time, ``None`` before the first sample.
-    rtt: float | None
-    rto: float
-    #: Congestion window and the peer's advertised window, in bytes.
-    cwnd: int
-    peer_window: int
-    #: UDP payload size of a full packet now (path MTU discovery moves it).
-    mtu: int
-    mtu_probes: int
-    bytes_sent: int
-    bytes_received: int
-    packets_sent: int
-    packets_received: int
-    #: Packets sent again, whatever the cause (SYNs included); the parts below are among them.
-    retransmissions: int
-    #: Retransmissions of packets that acknowledgements showed lost (RACK, duplicate ACKs).
-    fast_retransmits: int
-    #: Retransmission timeouts (events, not packets).
-    timeouts: int
-    duplicate_packets: int
-    dropped_packets: int
-    #: Queueing delay our packets meet (one-way delay above the base delay), µs, as the
-    #: congestion controller filters it; ``None`` before the first sample.
-    current_delay_us: int | None
-    #: The base one-way delay as measured (raw µs, clock offset included).
-    base_delay_us: int | None
-    #: Controller-specific figures (ssthresh, slow start, slowdowns for LEDBAT).
-    congestion: dict[str, float]
-    #: Tail-loss probes sent (RFC 8985): the last packets of a flight went unacknowledged.
-    tail_loss_probes: int = 0
-    #: Retransmissions shown unnecessary (the original arrived after all).
-    spurious_retransmissions: int = 0
-    #: Window reductions undone because every loss behind them proved spurious.
-    undos: int = 0
-    #: How long a packet may be overtaken before it is presumed lost (RACK's reordering window).
-    reordering_window: float = 0.0
-    #: RESETs with a plausible but inexact ``ack_nr``, answered with a challenge ACK (RFC 5961).
-    resets_challenged: int = 0
-
-
-def _optional_int(value: float | None) -> int | None:
-    return None if value is None or value < 0 else int(value)
 
 
 class UTPConnection:
@@ -128,21 +90,16 @@ class UTPConnection:
     """
 
     __slots__ = (
-        "_confirm_deadline",
         "_confirm_tries",
         "_challenge_at",
         "_challenge_seq",
         "_events",
-        "_handshake_deadline",
         "_keepalive_due",
-        "_last_delay_sample",
         "_last_heard",
         "_last_send",
-        "_linger_deadline",
         "_mtu",
         "_next_reverse_sample",
         "_out",
-        "_probe_deadline",
         "_probe_interval",
         "_probe_seq",
         "_recovery",
@@ -152,6 +109,7 @@ class UTPConnection:
         "_syn_sent_at",
         "_syn_seq",
         "_syn_tries",
+        "_timers",
         "bytes_sent",
         "config",
         "dropped_packets",
@@ -174,21 +132,13 @@ class UTPConnection:
     # ------------------------------------------------------------------ creation
 
     def __init__(
-        self,
-        config: UTPConfig,
-        *,
-        peer_addr: Any,
-        recv_id: int,
-        send_id: int,
-        seq_nr: int,
-        initiator: bool,
-        now: float,
-        ipv6: bool = False,
+        self, config: UTPConfig, *, peer_addr: Any, recv_id: int, seq_nr: int, initiator: bool, now: float, ipv6: bool
     ) -> None:
         self.config = config
         self.peer_addr = peer_addr
-        self.recv_id = recv_id & _M16
-        self.send_id = send_id & _M16
+        self.recv_id = recv_id & SEQ_MASK
+        # The initiator's SYN carries its receive id; it sends on the next one.
+        self.send_id = (recv_id + 1 if initiator else recv_id - 1) & SEQ_MASK
         self.initiator = initiator
         self.state = ConnectionState.SYN_SENT if initiator else ConnectionState.SYN_RECV
         self.packet_size = config.packet_size(ipv6)
@@ -219,22 +169,19 @@ class UTPConnection:
         self._recovery.on_probe_outcome = self._probe_outcome
         self._send = SendBuffer(config.send_buffer_size, config.send_buffer_low_water)
         self._recv = ReceiveBuffer(config.recv_buffer_size, config.max_reorder_packets)
-        self._probe_deadline: float | None = None  # zero-window probe
-        self._probe_interval = config.initial_rto
+        self._timers = TimerTable()
+        self._probe_interval = config.initial_rto  # zero-window probes back off
+        # KEEPALIVE and IDLE are derived from these once per flush (_arm_moving_timers).
         self._last_send = now
         self._last_heard = now
         self._reply_micro = 0
         self._next_reverse_sample = 0.0
-        self._last_delay_sample: int | None = None
 
         # Handshake and teardown.
         self._syn_seq = 0
         self._syn_sent_at = now
         self._syn_tries = 0
-        self._handshake_deadline: float | None = None
-        self._confirm_deadline: float | None = None
         self._confirm_tries = 0
-        self._linger_deadline: float | None = None
         self._keepalive_due = False
         # RESET validation (RFC 5961's challenge ACK, on uTP's wire).
         self._challenge_seq: int | None = None
@@ -253,59 +200,32 @@ class UTPConnection:
 
     @classmethod
     def connect(
-        cls,
-        config: UTPConfig,
-        *,
-        peer_addr: Any,
-        recv_id: int,
-        seq_nr: int,
-        now: float,
-        ipv6: bool = False,
+        cls, config: UTPConfig, *, peer_addr: Any, recv_id: int, seq_nr: int, now: float, ipv6: bool = False
     ) -> UTPConnection:
         """Start an outgoing connection: the SYN carries ``recv_id`` and sequence ``seq_nr``."""
-        conn = cls(
-            config,
-            peer_addr=peer_addr,
-            recv_id=recv_id,
-            send_id=recv_id + 1,
-            seq_nr=seq_nr,
-            initiator=True,
-            now=now,
-            ipv6=ipv6,
-        )
+        conn = cls(config, peer_addr=peer_addr, recv_id=recv_id, seq_nr=seq_nr, initiator=True, now=now, ipv6=ipv6)
         rec = conn._recovery
         conn._syn_seq = rec.next_seq
-        rec.next_seq = rec.snd_una = (rec.next_seq + 1) & _M16  # the SYN consumes one sequence number
+        rec.next_seq = rec.snd_una = (rec.next_seq + 1) & SEQ_MASK  # the SYN consumes one sequence number
         conn._send_syn(now)
         return conn
 
     @classmethod
     def accept(
-        cls,
-        config: UTPConfig,
-        *,
-        peer_addr: Any,
-        syn: Packet,
-        seq_nr: int,
-        now: float,
-        ipv6: bool = False,
+        cls, config: UTPConfig, *, peer_addr: Any, syn: Packet, seq_nr: int, now: float, ipv6: bool = False
     ) -> UTPConnection:
         """Accept a SYN: reply with the SYN-ACK and wait (``SYN_RECV``) for the peer's proof."""
-        conn = cls(
+        conn = cls.accept_cookie(
             config,
             peer_addr=peer_addr,
             recv_id=syn.connection_id + 1,
-            send_id=syn.connection_id,
+            syn_seq=syn.seq_nr,
             seq_nr=seq_nr,
-            initiator=False,
             now=now,
             ipv6=ipv6,
         )
-        conn._syn_seq = syn.seq_nr
-        conn._recv.ack_nr = syn.seq_nr
         if syn.timestamp_us:
-            conn._reply_micro = (int(now * 1_000_000) - syn.timestamp_us) & _M32
-        conn._handshake_deadline = now + config.syn_recv_timeout
+            conn._reply_micro = (to_timestamp_us(now) - syn.timestamp_us) & TS_MASK
         conn._send_syn_ack(now)
         return conn
 
@@ -327,20 +247,9 @@ class UTPConnection:
         anything; the packet that proved the cookie is to be given to
         :meth:`receive_packet` next, which confirms it.
         """
-        conn = cls(
-            config,
-            peer_addr=peer_addr,
-            recv_id=recv_id,
-            send_id=recv_id - 1,
-            seq_nr=seq_nr,
-            initiator=False,
-            now=now,
-            ipv6=ipv6,
-        )
-        conn._syn_seq = syn_seq & _M16
-        conn._recv.ack_nr = syn_seq & _M16
-        conn._recv.ack_pending = False
-        conn._handshake_deadline = now + config.syn_recv_timeout
+        conn = cls(config, peer_addr=peer_addr, recv_id=recv_id, seq_nr=seq_nr, initiator=False, now=now, ipv6=ipv6)
+        conn._syn_seq = conn._recv.ack_nr = syn_seq & SEQ_MASK
+        conn._timers.set(Timer.HANDSHAKE, now + config.syn_recv_timeout)
         return conn
 
     # ------------------------------------------------------------------ user API
@@ -394,7 +303,7 @@ class UTPConnection:
         self._send.write_closed = True
         if self.state in (ConnectionState.SYN_SENT, ConnectionState.SYN_RECV):
             return  # the FIN follows once connected
-        self._fire(Input.SHUTDOWN_WRITE, now)
+        self._fire(Input.SHUTDOWN_WRITE)
         self._wake()
 
     def close(self, now: float) -> None:
@@ -410,13 +319,13 @@ class UTPConnection:
             return
         self._send.write_closed = True
         self._recv.discard_all()
-        self._fire(Input.CLOSE, now)
+        self._fire(Input.CLOSE)
         self._wake()
 
     def discard(self) -> None:
         """Drop an unconfirmed (``SYN_RECV``) connection silently: no packet, no event."""
         if self.state is ConnectionState.SYN_RECV:
-            self._fire(Input.TIMED_OUT, 0.0)
+            self._fire(Input.TIMED_OUT)
             self._out.clear()
 
     def abort(self, now: float) -> None:
@@ -424,18 +333,8 @@ class UTPConnection:
         if self.state is ConnectionState.CLOSED:
             return
         if self.state is not ConnectionState.LINGER:
-            self._out.append(
-                _pack(
-                    (ST_RESET << 4) | 1,
-                    0,
-                    self.send_id,
-                    int(now * 1_000_000) & _M32,
-                    self._reply_micro,
-                    0,
-                    self._recovery.next_seq,
-                    self._recv.ack_nr,
-                )
-            )
+            rec, recv = self._recovery, self._recv
+            self._out.append(write_packet(ST_RESET, self.send_id, now, self._reply_micro, 0, rec.next_seq, recv.ack_nr))
             self.packets_sent += 1
         self._terminate(Input.ABORT, ConnectionAborted(), now)
 
@@ -487,80 +386,71 @@ class UTPConnection:
 
     def get_timer(self) -> float | None:
         """The earliest absolute time :meth:`handle_timer` must run, or ``None``."""
-        state = self.state
-        if state is ConnectionState.CLOSED:
-            return None
-        if state is ConnectionState.LINGER:
-            return self._linger_deadline
-        if state is ConnectionState.SYN_RECV:
-            return self._handshake_deadline
-        if state is ConnectionState.SYN_SENT:
-            return self._syn_sent_at + self.config.syn_timeout * (1 << self._syn_tries)
-        t = self._recovery.deadline()
-        for other in (self._probe_deadline, self._confirm_deadline):
-            if other is not None and (t is None or other < t):
-                t = other
-        keepalive = self._last_send + self.config.keepalive_interval
-        if t is None or keepalive < t:
-            t = keepalive
-        idle = self.config.idle_timeout
-        if idle is not None and self._last_heard + idle < t and not self._recovery.has_unacked:
-            t = self._last_heard + idle
-        return t
+        if self.state in _LIVE_SENDING:
+            self._arm_moving_timers()
+        return self._timers.next()
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers are due at ``now`` (early calls are harmless)."""
-        state = self.state
-        if state is ConnectionState.CLOSED:
-            return
-        if state is ConnectionState.LINGER:
-            if self._linger_deadline is not None and now >= self._linger_deadline:
-                self._fire(Input.LINGER_EXPIRED, now)
-                self.lingered = True
-            return
-        if state is ConnectionState.SYN_RECV:
-            if self._handshake_deadline is not None and now >= self._handshake_deadline:
-                # Never confirmed: vanish silently (libutp e81b42d); nobody above knew it.
-                self._fire(Input.TIMED_OUT, now)
-            return
-        if state is ConnectionState.SYN_SENT:
-            if now >= self._syn_sent_at + self.config.syn_timeout * (1 << self._syn_tries):
-                if self._syn_tries >= self.config.syn_retries:
-                    self._terminate(Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True), now)
-                else:
-                    self._syn_tries += 1
-                    self._send_syn(now, retry=True)
-            return
-        rec = self._recovery
-        idle = self.config.idle_timeout
-        if idle is not None and now >= self._last_heard + idle and not rec.has_unacked:
-            # Nothing in flight (the RTO covers that case) and nothing heard, keep-alives
-            # included, for idle_timeout: the peer is gone.
-            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
-            return
-        deadline = rec.deadline()
-        if deadline is not None and now >= deadline:
-            action = rec.on_timer(now)
-            if action == GIVE_UP:
-                self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
-                return
-            if action == PROBE:
-                self._send_tail_probe(now)
-        if self._probe_deadline is not None and now >= self._probe_deadline:
-            self._probe_deadline = None
-            self._send_zero_window_probe(now)
-        if self._confirm_deadline is not None and now >= self._confirm_deadline:
-            self._confirm_tries += 1
-            if self._confirm_tries > _CONFIRM_RESENDS or rec.next_seq != (self._syn_seq + 1) & _M16:
-                # Given up, or our data (which carries the same proof) took over.
-                self._confirm_deadline = None
-            else:
-                self._recv.ack_pending = True
-                self._confirm_deadline = now + rec.rtt.rto * (1 << self._confirm_tries)
-        if now >= self._last_send + self.config.keepalive_interval:
-            self._keepalive_due = True
-            self._last_send = now
+        if self.state in _LIVE_SENDING:
+            self._arm_moving_timers()
+        for timer in self._timers.expired(now):
+            self._ON_TIMER[timer](self, now)
         self._wake()
+
+    def _arm_moving_timers(self) -> None:
+        """Arm the timers whose deadlines move with every packet, from what they follow.
+
+        Recovery's deadline changes with each ACK and send, the keep-alive with each
+        flush, the idle timeout with each packet heard: deriving them here, once per
+        flush, keeps per-packet paths free of timer bookkeeping.
+        """
+        rec = self._recovery
+        timers = self._timers
+        config = self.config
+        timers[_RECOVERY] = rec.deadline()
+        timers[_KEEPALIVE] = self._last_send + config.keepalive_interval
+        idle = config.idle_timeout
+        timers[_IDLE] = None if idle is None or rec.has_unacked else self._last_heard + idle
+
+    # ------------------------------------------------------------------ timers (see _timers.Timer)
+
+    def _on_syn_timer(self, now: float) -> None:
+        if self._syn_tries >= self.config.syn_retries:
+            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True), now)
+        else:
+            self._syn_tries += 1
+            self._send_syn(now, retry=True)
+
+    def _on_handshake_timer(self, now: float) -> None:
+        self._fire(Input.TIMED_OUT)  # never confirmed: vanish silently (libutp e81b42d); nobody above knew it
+
+    def _on_linger_timer(self, now: float) -> None:
+        self._fire(Input.LINGER_EXPIRED)
+        self.lingered = True
+
+    def _on_idle_timer(self, now: float) -> None:
+        # Nothing in flight (the RTO covers that case) and nothing heard, keep-alives included.
+        self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+
+    def _on_recovery_timer(self, now: float) -> None:
+        action = self._recovery.on_timer(now)
+        if action == GIVE_UP:
+            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+        elif action == PROBE:
+            self._send_tail_probe(now)
+
+    def _on_confirm_timer(self, now: float) -> None:
+        self._confirm_tries += 1
+        rec = self._recovery
+        if self._confirm_tries <= _CONFIRM_RESENDS and rec.next_seq == (self._syn_seq + 1) & SEQ_MASK:
+            self._recv.ack_pending = True
+            self._timers.set(Timer.CONFIRM, now + rec.rtt.rto * (1 << self._confirm_tries))
+        # Otherwise given up, or our data (which carries the same proof) took over.
+
+    def _on_keepalive_timer(self, now: float) -> None:
+        self._keepalive_due = True
+        self._last_send = now
 
     @property
     def final_seq_nr(self) -> int:
@@ -593,8 +483,8 @@ class UTPConnection:
             timeouts=rec.timeouts,
             duplicate_packets=self.duplicate_packets,
             dropped_packets=self.dropped_packets,
-            current_delay_us=_optional_int(congestion.get("current_delay_us")),
-            base_delay_us=_optional_int(congestion.get("base_delay_us")),
+            current_delay_us=congestion.current_delay_us,
+            base_delay_us=congestion.base_delay_us,
             congestion=congestion,
             tail_loss_probes=rec.tail_loss_probes,
             spurious_retransmissions=rec.spurious_retransmissions,
@@ -604,10 +494,6 @@ class UTPConnection:
         )
 
     # ------------------------------------------------------------------ receiving
-
-    def ack_nr_acceptable(self, ack_nr: int, *, reset: bool = False) -> bool:
-        """The DRDoS check: does ``ack_nr`` fall within what we actually sent?"""
-        return self._recovery.acceptable(ack_nr, reset=reset)
 
     def receive_packet(self, pkt: Packet, now: float) -> None:
         """Process one packet addressed to this connection (already routed by id and address)."""
@@ -628,7 +514,7 @@ class UTPConnection:
         if ptype == ST_RESET:
             if rec.acceptable(pkt.ack_nr, reset=True) and self._reset_exact(pkt, now):
                 if state is ConnectionState.LINGER:
-                    self._fire(Input.RESET_RECEIVED, now)
+                    self._fire(Input.RESET_RECEIVED)
                 elif state is ConnectionState.CLOSING and self._send.fin_seq is not None and rec.only_fin_unacked():
                     # Every byte was acknowledged both ways; the peer forgot us before our FIN's
                     # ACK got through (its linger ended). Nothing was lost: a clean close.
@@ -646,7 +532,7 @@ class UTPConnection:
         self._last_heard = now
         ts = pkt.timestamp_us
         if ts:
-            self._reply_micro = reply = (int(now * 1_000_000) - ts) & _M32
+            self._reply_micro = reply = (to_timestamp_us(now) - ts) & TS_MASK
             if now >= self._next_reverse_sample:
                 # A few samples a second suffice to follow the clocks' drift.
                 self._next_reverse_sample = now + 0.01
@@ -661,43 +547,39 @@ class UTPConnection:
             # The SYN-ACK: its seq_nr is the acceptor's first future DATA (not incremented).
             # Or a FIN instead: libtorrent refuses a SYN for a torrent it will not serve so;
             # the connection then opens and ends at once (as libutp and libtorrent see it).
-            self._recv.ack_nr = (pkt.seq_nr - 1) & _M16
+            self._recv.ack_nr = (pkt.seq_nr - 1) & SEQ_MASK
             rec.peer_wnd = pkt.wnd_size
             if self._syn_tries == 0:
                 rec.rtt.on_sample(now - self._syn_sent_at)
-            self._fire(Input.SYN_ACK_RECEIVED, now)
+            self._fire(Input.SYN_ACK_RECEIVED)
             self._events.append(Connected())
             # Confirm at once, so a server that speaks first may do so.
             self._recv.ack_pending = True
             if self._send.write_closed:
-                self._fire(Input.SHUTDOWN_WRITE, now)
+                self._fire(Input.SHUTDOWN_WRITE)
             if ptype == ST_STATE:
-                self._confirm_deadline = now + rec.rtt.rto
+                self._timers.set(Timer.CONFIRM, now + rec.rtt.rto)
                 self._wake()
                 return
             state = self.state  # the FIN: process it below
         elif state is ConnectionState.SYN_RECV:
-            self._fire(Input.PEER_CONFIRMED, now)
+            self._fire(Input.PEER_CONFIRMED)
             self._events.append(Connected())
             state = self.state
-        elif (
-            self.initiator
-            and ptype == ST_STATE
-            and pkt.ack_nr == self._syn_seq
-            and rec.next_seq == (self._syn_seq + 1) & _M16
-        ):
-            # A repeated SYN-ACK before we sent any data: our confirming ACK was lost.
-            self._recv.ack_pending = True
-        elif self._confirm_deadline is not None:
-            self._confirm_deadline = None  # the acceptor has spoken beyond its SYN-ACK
+        elif self.initiator:  # (only an initiator confirms, so only it has a CONFIRM timer)
+            if ptype == ST_STATE and pkt.ack_nr == self._syn_seq and rec.next_seq == (self._syn_seq + 1) & SEQ_MASK:
+                # A repeated SYN-ACK before we sent any data: our confirming ACK was lost.
+                self._recv.ack_pending = True
+            elif self._timers[_CONFIRM] is not None:
+                self._timers[_CONFIRM] = None  # the acceptor has spoken beyond its SYN-ACK
 
         tsd = pkt.timestamp_diff_us
         if tsd == 0 or tsd == _NO_SAMPLE:
             delay = echo = None
         else:
-            delay = self._last_delay_sample = tsd
+            delay = tsd
             # The send time, in our clock, of the packet that made the peer send this one.
-            echo = (ts - tsd) & _M32 if ts else None
+            echo = (ts - tsd) & TS_MASK if ts else None
         self._process_ack(pkt, delay, echo, now)
         if self.state is ConnectionState.CLOSED:
             return
@@ -724,9 +606,9 @@ class UTPConnection:
         ack_nr = pkt.ack_nr
         if (
             ack_nr == nxt
-            or ack_nr == (nxt - 1) & _M16
+            or ack_nr == (nxt - 1) & SEQ_MASK
             or ack_nr == self._challenge_seq
-            or pkt.seq_nr == (self._recv.ack_nr + 1) & _M16
+            or pkt.seq_nr == (self._recv.ack_nr + 1) & SEQ_MASK
         ):
             return True
         rtt = self._recovery.rtt.srtt
@@ -745,9 +627,9 @@ class UTPConnection:
         send = self._send
         if rec.snd_una != una:
             send.on_acked(rec.snd_una)
-            self._confirm_deadline = None
+            self._timers[_CONFIRM] = None
         if rec.peer_wnd >= self.mss or rec.peer_wnd > len(send.unsent):
-            self._probe_deadline = None
+            self._timers[_ZERO_WINDOW_PROBE] = None
             self._probe_interval = self.config.initial_rto
         if rec.fin_acked and self.state is not ConnectionState.LINGER:
             self._on_fin_acked(now)
@@ -770,7 +652,7 @@ class UTPConnection:
         recv.eof_delivered = True
         if not recv.discard:
             self._push_event(EndOfStream())
-        self._fire(Input.PEER_EOF, now)
+        self._fire(Input.PEER_EOF)
         if self.state is ConnectionState.CLOSING and self._recovery.fin_acked:
             self._on_fin_acked(now)
 
@@ -811,8 +693,8 @@ class UTPConnection:
                     continue
             if allowed < size:
                 if in_flight > 0 or allowed <= 0:
-                    if allowed <= 0 and in_flight == 0 and self._probe_deadline is None:
-                        self._probe_deadline = now + self._probe_interval
+                    if allowed <= 0 and in_flight == 0 and self._timers.get(Timer.ZERO_WINDOW_PROBE) is None:
+                        self._timers.set(Timer.ZERO_WINDOW_PROBE, now + self._probe_interval)
                     break
                 size = allowed
             if size < mss and self.config.nagle and send.nagle_seq is not None and not send.write_closed:
@@ -858,18 +740,8 @@ class UTPConnection:
         self.packets_sent += 1
         if not recv.reorder:
             recv.ack_pending = False  # with data missing, a STATE still carries the selective ACK
-        return (
-            _pack(
-                0x11 if is_fin else 0x01,
-                0,
-                self.send_id,
-                int(now * 1_000_000) & _M32,
-                self._reply_micro,
-                wnd,
-                seq,
-                recv.ack_nr,
-            )
-            + payload
+        return write_packet(
+            ST_FIN if is_fin else ST_DATA, self.send_id, now, self._reply_micro, wnd, seq, recv.ack_nr, payload
         )
 
     def _send_state(self, now: float, *, keepalive: bool = False) -> None:
@@ -880,35 +752,25 @@ class UTPConnection:
         recv.sent_window = wnd
         ack = recv.ack_nr
         if keepalive:
-            ack = (ack - 1) & _M16  # libutp's keep-alive form
+            ack = (ack - 1) & SEQ_MASK  # libutp's keep-alive form
             sack = None
         else:
             sack = recv.sack(ack)
-        ts = int(now * 1_000_000) & _M32
         seq = self._recovery.next_seq
-        self._out.append(encode_header(ST_STATE, self.send_id, ts, self._reply_micro, wnd, seq, ack, sack))
+        self._out.append(write_packet(ST_STATE, self.send_id, now, self._reply_micro, wnd, seq, ack, b"", sack))
         self.packets_sent += 1
         fin_seq = self._send.fin_seq
         if fin_seq is not None and not keepalive:
             # After our FIN, libtorrent drops any packet numbered past the FIN (its own FIN
             # takes no sequence number), while libutp expects FIN + 1: send both forms.
-            self._out.append(encode_header(ST_STATE, self.send_id, ts, self._reply_micro, wnd, fin_seq, ack, sack))
+            self._out.append(write_packet(ST_STATE, self.send_id, now, self._reply_micro, wnd, fin_seq, ack, b"", sack))
             self.packets_sent += 1
 
     def _send_syn(self, now: float, *, retry: bool = False) -> None:
         self._syn_sent_at = now
-        self._out.append(
-            _pack(
-                (ST_SYN << 4) | 1,
-                0,
-                self.recv_id,  # the SYN carries the initiator's receive id
-                int(now * 1_000_000) & _M32,
-                0,
-                self._recv.window(),
-                self._syn_seq,
-                0,
-            )
-        )
+        # The SYN carries the initiator's receive id.
+        self._out.append(write_packet(ST_SYN, self.recv_id, now, 0, self._recv.window(), self._syn_seq, 0))
+        self._timers.set(Timer.SYN, now + self.config.syn_timeout * (1 << self._syn_tries))
         self.packets_sent += 1
         if retry:
             self._recovery.count_retransmission()
@@ -917,18 +779,8 @@ class UTPConnection:
     def _send_syn_ack(self, now: float) -> None:
         """ST_STATE with seq_nr = our ISN, not incremented, and ack_nr = the SYN's seq_nr."""
         self._recv.ack_pending = False
-        self._out.append(
-            _pack(
-                (ST_STATE << 4) | 1,
-                0,
-                self.send_id,
-                int(now * 1_000_000) & _M32,
-                0,
-                self._recv.window(),
-                self._recovery.next_seq,
-                self._syn_seq,
-            )
-        )
+        wnd = self._recv.window()
+        self._out.append(write_packet(ST_STATE, self.send_id, now, 0, wnd, self._recovery.next_seq, self._syn_seq))
         self.packets_sent += 1
 
     def _send_zero_window_probe(self, now: float) -> None:
@@ -985,10 +837,10 @@ class UTPConnection:
 
     def _on_fin_acked(self, now: float) -> None:
         if self.state is ConnectionState.CLOSING:
-            self._fire(Input.FIN_ACKED, now)
+            self._fire(Input.FIN_ACKED)
             rec = self._recovery
             # Long enough for the peer's backed-off retransmissions of its FIN to reach us.
-            self._linger_deadline = now + max(self.config.linger_time, 3 * rec.rtt.rto)
+            self._timers.set(Timer.LINGER, now + max(self.config.linger_time, 3 * rec.rtt.rto))
             rec.rto_deadline = None
             rec.loss_deadline = None
             self._push_event(ConnectionClosed())
@@ -997,7 +849,7 @@ class UTPConnection:
         # Nothing to report for a connection the application never saw (SYN_RECV) or
         # whose end it already heard of (LINGER follows ConnectionClosed).
         announced = self.state is not ConnectionState.SYN_RECV and self.state is not ConnectionState.LINGER
-        self._fire(reason, now)
+        self._fire(reason)
         self._recovery.clear()
         self._send.clear()
         self._recv.clear()
@@ -1005,10 +857,17 @@ class UTPConnection:
             self._push_event(event)
         self._wake()
 
-    def _fire(self, event: Input, now: float) -> None:
+    def _fire(self, event: Input) -> None:
+        """Move through ``TRANSITIONS``; the timers of the states left behind stop."""
         new = next_state(self.state, event)
-        if new is not None:
-            self.state = new
+        if new is None:
+            return
+        self.state = new
+        if new is ConnectionState.CONNECTED:
+            self._timers.stop(Timer.SYN)
+            self._timers.stop(Timer.HANDSHAKE)
+        elif new is ConnectionState.LINGER or new is ConnectionState.CLOSED:
+            self._timers.stop_all()
 
     def _push_event(self, event: Event) -> None:
         if self._recv.deliver:
@@ -1032,3 +891,15 @@ class UTPConnection:
         return (
             f"<UTPConnection {self.state.value} peer={self.peer_addr!r} recv_id={self.recv_id} send_id={self.send_id}>"
         )
+
+    #: What :meth:`handle_timer` runs for each timer that is due.
+    _ON_TIMER: ClassVar[dict[Timer, Callable[[UTPConnection, float], None]]] = {
+        Timer.SYN: _on_syn_timer,
+        Timer.HANDSHAKE: _on_handshake_timer,
+        Timer.LINGER: _on_linger_timer,
+        Timer.IDLE: _on_idle_timer,
+        Timer.RECOVERY: _on_recovery_timer,
+        Timer.ZERO_WINDOW_PROBE: _send_zero_window_probe,
+        Timer.CONFIRM: _on_confirm_timer,
+        Timer.KEEPALIVE: _on_keepalive_timer,
+    }

@@ -17,54 +17,34 @@ from __future__ import annotations
 import heapq
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._config import UTPConfig
 from ._connection import UTPConnection
 from ._cookies import SynCookies
 from ._events import Event
-from ._packet import HEADER, ST_DATA, ST_FIN, ST_RESET, ST_STATE, ST_SYN, Packet, PacketError, decode_packet
+from ._packet import (
+    HEADER,
+    HEADER_SIZE,
+    SEQ_MASK,
+    ST_DATA,
+    ST_FIN,
+    ST_RESET,
+    ST_STATE,
+    ST_SYN,
+    Packet,
+    PacketError,
+    decode_packet,
+    is_utp_datagram,
+    write_packet,
+)
 from ._state import ConnectionState
+from ._stats import ContextStats
 
-__all__ = ["ConnectionIdInUse", "ConnectionLimitError", "ContextStats", "UTPContext"]
+__all__ = ["ConnectionIdInUse", "ConnectionLimitError", "UTPContext"]
 
-_M16 = 0xFFFF
 _RESET_MEMORY = 10.0  # seconds a (addr, id, seq) RESET is remembered (libutp rst_info)
 _RESET_MEMORY_SIZE = 1000
-
-
-@dataclass(slots=True)
-class ContextStats:
-    """Counters of what a context did with the datagrams it was given."""
-
-    #: Every datagram passed to :meth:`UTPContext.receive_datagram`.
-    datagrams_received: int = 0
-    #: Datagrams that are not valid uTP (returned to the caller, or dropped by it).
-    not_utp: int = 0
-    #: uTP packets for no known connection.
-    unknown_connection: int = 0
-    #: uTP packets that made no sense for their connection (a SYN reusing a live id).
-    invalid_packets: int = 0
-    resets_sent: int = 0
-    #: RESET replies withheld by the rate limit or the per-packet memory.
-    resets_suppressed: int = 0
-    syns_accepted: int = 0
-    #: SYNs refused: not accepting (answered by RESET) or over max_connections (unanswered).
-    syns_refused: int = 0
-    #: Unconfirmed connections dropped to make room in a full backlog.
-    half_open_evicted: int = 0
-    #: uTP-looking datagrams larger than any peer sends (``MAX_UTP_DATAGRAM``), dropped undecoded.
-    oversized: int = 0
-    #: SYNs answered statelessly, and connections created from a returning cookie.
-    syn_cookies_sent: int = 0
-    syn_cookies_accepted: int = 0
-    #: SYNs (or returning cookies) refused because their host had ``max_connections_per_host``.
-    host_limit_refused: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters as a plain dictionary."""
-        return asdict(self)
 
 
 #: The largest datagram decoded as uTP. libutp and libtorrent never send a UDP payload above
@@ -83,8 +63,10 @@ class ConnectionIdInUse(ValueError):
     """A caller-chosen connection id clashes with a connection or an expectation towards that address."""
 
 
-def ptype_is_data(ptype: int) -> bool:
-    return ptype in (ST_DATA, ST_FIN)
+def _connection_id(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEQ_MASK:
+        raise ValueError(f"a uTP connection id is an integer from 0 to 65535, not {value!r}")
+    return value
 
 
 def _is_ipv6(addr: Any) -> bool:
@@ -150,10 +132,13 @@ class UTPContext:
     def connect(self, addr: Any, now: float, *, connection_id: int | None = None) -> UTPConnection:
         """Open a connection to ``addr``; its SYN is among the next datagrams to send.
 
-        ``connection_id`` is the id the SYN carries (our receive id), when it was
-        agreed with the peer out of band (the Portal Network does so); it raises
-        :class:`ConnectionIdInUse` if that id or a neighbour a RESET could be
-        mistaken for is in use towards ``addr``. By default the id is random.
+        ``connection_id`` is the id the SYN carries (our receive id; we send on
+        ``connection_id + 1``), when it was agreed with the peer out of band (the
+        Portal Network does so; the peer :meth:`expect`\\ s it). It raises
+        :class:`ConnectionIdInUse` if that id, or a neighbour that RESET routing
+        could take for it, is in use towards ``addr`` (by a connection or an
+        expectation), and ``ValueError`` if it is not in 0..65535. By default the
+        id is random.
         """
         config = self.config
         if len(self.connections) >= config.max_connections:
@@ -166,7 +151,7 @@ class UTPContext:
                 f"(max_connections_per_host={config.max_connections_per_host})"
             )
         if connection_id is not None:
-            recv_id = connection_id & _M16
+            recv_id = _connection_id(connection_id)
             if not self._id_free(addr, recv_id):
                 raise ConnectionIdInUse(f"uTP connection id {recv_id} is in use towards {addr!r}")
         else:
@@ -188,26 +173,38 @@ class UTPContext:
         return conn
 
     def _id_free(self, addr: Any, recv_id: int) -> bool:
-        """Neither id of a connection receiving on ``recv_id`` is in use, nor a neighbour a RESET could match."""
-        return all((addr, (recv_id + d) & _M16) not in self.connections for d in (-1, 0, 1, 2)) and all(
-            (addr, (recv_id + d) & _M16) not in self._expected for d in (-2, -1, 0, 1)
+        """Neither id of a connection receiving on ``recv_id`` is in use, nor a neighbour a RESET could match.
+
+        A RESET is routed by its id or, failing that, by the send id of the connection
+        on either side of it; so connections towards one address keep their receive
+        ids two apart, and an expectation of SYN id ``s`` holds receive id ``s + 1``.
+        """
+        return all((addr, (recv_id + d) & SEQ_MASK) not in self.connections for d in (-1, 0, 1, 2)) and all(
+            (addr, (recv_id + d) & SEQ_MASK) not in self._expected for d in (-2, -1, 0, 1)
         )
 
     def expect(self, addr: Any, connection_id: int, now: float) -> None:
-        """Accept one SYN from ``addr`` carrying ``connection_id``, even when not accepting.
+        """Accept one SYN from ``addr`` whose header carries ``connection_id``, listening or not.
 
-        For ids agreed out of band. The connection then reports ``Connected`` as
-        any accepted one does (its ``send_id`` is ``connection_id``); the
-        expectation is used up. Raises :class:`ConnectionIdInUse` on a clash.
+        For ids agreed out of band: the peer :meth:`connect`\\ s with the same id.
+        That SYN is accepted even when the context is not ``accepting``, whatever
+        the backlog, per-host limits and SYN cookies say, if ``max_connections``
+        allows (otherwise it goes unanswered and stays expected); the connection
+        receives on ``connection_id + 1``, sends on ``connection_id``, and reports
+        ``Connected`` as any accepted one does. The expectation is then used up;
+        it does not expire by itself (:meth:`unexpect`). Raises
+        :class:`ConnectionIdInUse` on a clash, as :meth:`connect` does, and
+        ``ValueError`` for an id outside 0..65535. ``now`` is the time of the call,
+        as everywhere.
         """
-        syn_id = connection_id & _M16
-        if not self._id_free(addr, (syn_id + 1) & _M16):
+        syn_id = _connection_id(connection_id)
+        if not self._id_free(addr, (syn_id + 1) & SEQ_MASK):
             raise ConnectionIdInUse(f"uTP connection id {syn_id} is in use towards {addr!r}")
         self._expected[(addr, syn_id)] = None
 
     def unexpect(self, addr: Any, connection_id: int) -> None:
         """Withdraw :meth:`expect` (nothing happens if it was used up or never made)."""
-        self._expected.pop((addr, connection_id & _M16), None)
+        self._expected.pop((addr, connection_id), None)
 
     def _attach(self, conn: UTPConnection, now: float) -> None:
         self.connections[(conn.peer_addr, conn.recv_id)] = conn
@@ -231,7 +228,7 @@ class UTPContext:
         """
         stats = self.stats
         stats.datagrams_received += 1
-        if len(data) < 20 or (data[0] & 0x0F) != 1 or data[0] > 0x4F:
+        if not is_utp_datagram(data):
             stats.not_utp += 1
             return False
         if len(data) > MAX_UTP_DATAGRAM:
@@ -250,7 +247,7 @@ class UTPContext:
         conn = self.connections.get((addr, cid))
         if conn is None and ptype == ST_RESET:
             # libutp sends RESET with its send id, libtorrent with ours: accept either.
-            for candidate in ((addr, (cid - 1) & _M16), (addr, (cid + 1) & _M16)):
+            for candidate in ((addr, (cid - 1) & SEQ_MASK), (addr, (cid + 1) & SEQ_MASK)):
                 c = self.connections.get(candidate)
                 if c is not None and c.send_id == cid:
                     conn = c
@@ -268,7 +265,7 @@ class UTPContext:
         return True
 
     def _on_syn(self, pkt: Packet, addr: Any, now: float) -> None:
-        recv_id = (pkt.connection_id + 1) & _M16
+        recv_id = (pkt.connection_id + 1) & SEQ_MASK
         existing = self.connections.get((addr, recv_id))
         if existing is not None:
             if existing.send_id == pkt.connection_id and not existing.initiator:
@@ -279,6 +276,7 @@ class UTPContext:
         config = self.config
         stats = self.stats
         if self._expected and (addr, pkt.connection_id) in self._expected:
+            # Agreed out of band: not charged to the backlog, so a SYN flood cannot evict it.
             if len(self.connections) >= config.max_connections:
                 stats.syns_refused += 1
                 return
@@ -337,23 +335,10 @@ class UTPContext:
 
     def _send_cookie(self, syn: Packet, addr: Any, now: float) -> None:
         """Answer ``syn`` with a SYN-ACK whose sequence number is a cookie; keep nothing."""
-        isn = self._cookies.issue(addr, (syn.connection_id + 1) & _M16, syn.seq_nr, now)
+        isn = self._cookies.issue(addr, (syn.connection_id + 1) & SEQ_MASK, syn.seq_nr, now)
         self.stats.syn_cookies_sent += 1
-        self._out.append(
-            (
-                HEADER.pack(
-                    (ST_STATE << 4) | 1,
-                    0,
-                    syn.connection_id,
-                    int(now * 1_000_000) & 0xFFFFFFFF,
-                    0,
-                    self.config.recv_buffer_size,
-                    isn,
-                    syn.seq_nr,
-                ),
-                addr,
-            )
-        )
+        wnd = self.config.recv_buffer_size
+        self._out.append((write_packet(ST_STATE, syn.connection_id, now, 0, wnd, isn, syn.seq_nr), addr))
 
     def _accept_cookie(self, pkt: Packet, addr: Any, now: float) -> bool:
         """If ``pkt`` (no SYN or RESET, for no known connection, cookies out) returns one, act on it."""
@@ -406,16 +391,9 @@ class UTPContext:
         if record is None:
             return False
         send_id, seq_nr, ack_nr, _ = record
-        if ptype_is_data(pkt.type) and ((ack_nr - pkt.seq_nr) & _M16) < 0x8000:
+        if pkt.type in (ST_DATA, ST_FIN) and ((ack_nr - pkt.seq_nr) & SEQ_MASK) < 0x8000:
             if self._take_reply_token(now):
-                self._out.append(
-                    (
-                        HEADER.pack(
-                            (ST_STATE << 4) | 1, 0, send_id, int(now * 1_000_000) & 0xFFFFFFFF, 0, 0, seq_nr, ack_nr
-                        ),
-                        addr,
-                    )
-                )
+                self._out.append((write_packet(ST_STATE, send_id, now, 0, 0, seq_nr, ack_nr), addr))
             return True
         return pkt.type == ST_STATE  # its ACKs and keep-alives need no answer; anything new gets a RESET
 
@@ -447,21 +425,7 @@ class UTPContext:
                 del memory[k]
         memory[key] = now
         self.stats.resets_sent += 1
-        self._out.append(
-            (
-                HEADER.pack(
-                    (ST_RESET << 4) | 1,
-                    0,
-                    conn_id,
-                    int(now * 1_000_000) & 0xFFFFFFFF,
-                    0,
-                    0,
-                    self._random_bits(16),
-                    seq_nr,
-                ),
-                addr,
-            )
-        )
+        self._out.append((write_packet(ST_RESET, conn_id, now, 0, 0, self._random_bits(16), seq_nr), addr))
 
     def datagram_too_big(self, data: bytes, addr: Any, now: float) -> None:
         """Sending ``data`` (one of ours) to ``addr`` failed with ``EMSGSIZE``.
@@ -469,10 +433,10 @@ class UTPContext:
         The I/O layer calls this; a path MTU probe then counts as lost, and a
         regular packet is resent after the packet size comes down.
         """
-        if len(data) < 20:
+        if len(data) < HEADER_SIZE:
             return
         _, _, send_id, _, _, _, seq_nr, _ = HEADER.unpack_from(data)
-        for recv_id in ((send_id - 1) & _M16, (send_id + 1) & _M16):
+        for recv_id in ((send_id - 1) & SEQ_MASK, (send_id + 1) & SEQ_MASK):
             conn = self.connections.get((addr, recv_id))
             if conn is not None and conn.send_id == send_id:
                 conn.datagram_too_big(seq_nr, len(data), now)

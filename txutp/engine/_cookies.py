@@ -34,13 +34,14 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from ._packet import SEQ_MASK
+
 __all__ = ["COOKIE_SLOT", "LOOK_AHEAD", "SynCookies"]
 
 #: Seconds per cookie slot: a cookie verifies during its own slot and the next.
 COOKIE_SLOT = 64.0
 #: How many DATA packets past the first a packet may be and still be known as a cookie's.
 LOOK_AHEAD = 3
-_M16 = 0xFFFF
 
 
 class SynCookies:
@@ -69,13 +70,13 @@ class SynCookies:
     def _peer(mac: Any, addr: Any, recv_id: int) -> Any:
         """The slot's MAC with the peer's address and connection id absorbed."""
         peer = mac.copy()
-        peer.update(b"%b|%d|" % (repr(addr).encode(), recv_id & _M16))
+        peer.update(b"%b|%d|" % (repr(addr).encode(), recv_id & SEQ_MASK))
         return peer
 
     @staticmethod
     def _isn(peer: Any, syn_seq: int) -> int:
         h = peer.copy()
-        h.update((syn_seq & _M16).to_bytes(2, "big"))
+        h.update((syn_seq & SEQ_MASK).to_bytes(2, "big"))
         return int.from_bytes(h.digest(), "big")
 
     def issue(self, addr: Any, recv_id: int, syn_seq: int, now: float) -> int:
@@ -99,8 +100,8 @@ class SynCookies:
         if now >= self.issued_until:
             return None
         slot = int(now // COOKIE_SLOT)
-        first = (ack_nr + 1) & _M16
-        keepalive = (ack_nr + 2) & _M16 if keepalive_form else -1
+        first = (ack_nr + 1) & SEQ_MASK
+        keepalive = (ack_nr + 2) & SEQ_MASK if keepalive_form else -1
         last = 0 if keepalive_form else LOOK_AHEAD
         for s in (slot, slot - 1):
             mac = self._macs.get(s)

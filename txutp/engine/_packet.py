@@ -14,6 +14,12 @@ Extension rules followed here (see ``docs/design.rst``):
   skipped by their length;
 * an extension numbered 3 or more is never put first, because libutp refuses
   such datagrams as "not uTP": an empty selective ACK is placed ahead of it.
+
+Every packet the engine sends is written by :func:`write_packet`, which stamps
+it with :func:`to_timestamp_us`. Sequence numbers wrap at 2**16 and timestamps
+at 2**32 (:data:`SEQ_MASK`, :data:`TS_MASK`); both reference implementations
+compare them with "the shorter distance wins" (libutp ``wrapping_compare_less``,
+libtorrent ``compare_less_wrap``), as :func:`ts_lt` does.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ __all__ = [
     "EXT_EXTENSION_BITS",
     "EXT_SACK",
     "HEADER_SIZE",
+    "SEQ_MASK",
     "ST_DATA",
     "ST_FIN",
     "ST_RESET",
     "ST_STATE",
     "ST_SYN",
+    "TS_HALF",
+    "TS_MASK",
     "Packet",
     "PacketError",
     "PacketType",
@@ -40,6 +49,9 @@ __all__ = [
     "is_utp_datagram",
     "sack_bitmask",
     "sack_sequence_numbers",
+    "to_timestamp_us",
+    "ts_lt",
+    "write_packet",
 ]
 
 HEADER_SIZE = 20
@@ -61,6 +73,26 @@ MAX_EXTENSIONS = 8
 HEADER = struct.Struct(">BBHIIIHH")
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
+
+#: Sequence and acknowledgement numbers are 16 bits and wrap.
+SEQ_MASK = 0xFFFF
+#: Timestamps, timestamp differences and one-way delays are 32-bit microseconds and wrap.
+TS_MASK = 0xFFFFFFFF
+TS_HALF = 0x80000000
+
+
+def to_timestamp_us(now: float) -> int:
+    """Convert a time in seconds to uTP's 32-bit microsecond wire timestamp."""
+    return int(now * 1_000_000) & TS_MASK
+
+
+def ts_lt(a: int, b: int) -> bool:
+    """Return True if 32-bit timestamp (or delay) ``a`` comes strictly before ``b``.
+
+    The shorter way round wins; exactly half the space apart, neither comes first.
+    """
+    d = (b - a) & TS_MASK
+    return 0 < d < TS_HALF
 
 
 class PacketType(IntEnum):
@@ -158,20 +190,32 @@ def decode_packet(data: bytes) -> Packet:
     return Packet(ptype, cid, ts, tsd, wnd, seq, ack, data[pos:], sack, tuple(others))
 
 
-def encode_header(
+def write_packet(
     ptype: int,
     connection_id: int,
-    timestamp_us: int,
+    now: float,
     timestamp_diff_us: int,
     wnd_size: int,
     seq_nr: int,
     ack_nr: int,
+    payload: bytes = b"",
     sack: bytes | None = None,
 ) -> bytes:
-    """Encode a header plus an optional selective ACK (the engine's hot path)."""
+    """Write one datagram the engine sends: header, optional selective ACK, payload.
+
+    The single writer of every packet on the wire (connections and the
+    demultiplexer's stateless replies alike); ``ptype`` is a :class:`PacketType`
+    value (the ``ST_*`` ints on hot paths) and the timestamp is
+    ``to_timestamp_us(now)``. Fields must be in range (the engine's are);
+    :func:`encode_packet` is the checked, general encoder.
+    """
+    timestamp_us = int(now * 1_000_000) & TS_MASK  # to_timestamp_us(now), inlined: every packet passes here
     if sack is None:
-        return _pack_header(
-            (ptype << 4) | VERSION, 0, connection_id, timestamp_us, timestamp_diff_us, wnd_size, seq_nr, ack_nr
+        return (
+            _pack_header(
+                (ptype << 4) | VERSION, 0, connection_id, timestamp_us, timestamp_diff_us, wnd_size, seq_nr, ack_nr
+            )
+            + payload
         )
     return (
         _pack_header(
@@ -179,6 +223,7 @@ def encode_header(
         )
         + bytes((0, len(sack)))
         + sack
+        + payload
     )
 
 

@@ -35,13 +35,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ._config import UTPConfig
-from ._congestion import CongestionController
+from ._packet import SEQ_MASK, TS_MASK, to_timestamp_us
 from ._rtt import RTTEstimator
+from .congestion import CongestionController
 
 __all__ = ["GIVE_UP", "NOTHING", "PROBE", "RETRANSMIT", "Recovery", "SentPacket"]
 
-_M16 = 0xFFFF
-_M32 = 0xFFFFFFFF
 #: Slack below the oldest unacked packet allowed in a peer's ack_nr (libutp ACK_NR_ALLOWED_WINDOW).
 ACK_SLACK = 3
 #: The reordering window never goes below this: timers cannot resolve less.
@@ -153,7 +152,7 @@ class Recovery:
         self.mss = mss
         self.peer_wnd = peer_wnd
         #: The next sequence number to send, and the oldest unacknowledged one.
-        self.next_seq = next_seq & _M16
+        self.next_seq = next_seq & SEQ_MASK
         self.snd_una = self.next_seq
         self.outstanding: dict[int, SentPacket] = {}
         self.lost: dict[int, SentPacket] = {}
@@ -223,8 +222,8 @@ class Recovery:
         answer a STATE packet).
         """
         nxt = self.next_seq
-        back = (nxt - 1 - ack_nr) & _M16
-        if back <= ((nxt - self.snd_una) & _M16) + ACK_SLACK:
+        back = (nxt - 1 - ack_nr) & SEQ_MASK
+        if back <= ((nxt - self.snd_una) & SEQ_MASK) + ACK_SLACK:
             return True
         return reset and ack_nr == nxt
 
@@ -281,7 +280,7 @@ class Recovery:
     def on_sent(self, payload: bytes, is_fin: bool, now: float) -> tuple[int, SentPacket]:
         """A new DATA or FIN packet leaves now; return its sequence number and record."""
         seq = self.next_seq
-        self.next_seq = (seq + 1) & _M16
+        self.next_seq = (seq + 1) & SEQ_MASK
         entry = SentPacket(payload, is_fin, now, self._tx)
         self._tx += 1
         self.outstanding[seq] = entry
@@ -300,7 +299,7 @@ class Recovery:
         resend = self._resend
         if self._resend_dirty:
             una = self.snd_una
-            resend.sort(key=lambda s: (s - una) & _M16, reverse=True)
+            resend.sort(key=lambda s: (s - una) & SEQ_MASK, reverse=True)
             self._resend_dirty = False
         while resend:
             seq = resend[-1]
@@ -367,8 +366,8 @@ class Recovery:
             return 0  # nothing in flight: only the window was news
         rtt = self.rtt
         una = self.snd_una
-        n = (ack_nr + 1 - una) & _M16
-        outstanding_count = (self.next_seq - una) & _M16
+        n = (ack_nr + 1 - una) & SEQ_MASK
+        outstanding_count = (self.next_seq - una) & SEQ_MASK
         in_flight_before = self.bytes_in_flight
         samples_before = rtt.count
         acked = 0
@@ -379,7 +378,7 @@ class Recovery:
             out = self.outstanding
             newest = -1.0  # the newest once-sent packet acknowledged: the RTT sample (Karn)
             for i in range(n):
-                seq = (una + i) & _M16
+                seq = (una + i) & SEQ_MASK
                 entry = out.pop(seq, None)
                 if entry is not None:
                     size = len(entry.payload)
@@ -409,7 +408,7 @@ class Recovery:
                     self.fin_acked = True
                 if entry.probe and self.on_probe_outcome is not None:
                     self.on_probe_outcome(entry, True)
-            self.snd_una = (ack_nr + 1) & _M16
+            self.snd_una = (ack_nr + 1) & SEQ_MASK
             self.dup_acks = 0
             self.rto_count = 0
             self.tlp_outstanding = False
@@ -417,7 +416,7 @@ class Recovery:
             if newest >= 0:
                 rtt.on_sample(now - newest)
             point = self._recovery_point
-            if point is not None and ((self.snd_una - 1 - point) & _M16) < 0x8000:
+            if point is not None and ((self.snd_una - 1 - point) & SEQ_MASK) < 0x8000:
                 self._maybe_undo()
                 self._end_episode()
         elif n == 0 and outstanding_count and bare and peer_wnd == old_wnd:
@@ -476,8 +475,8 @@ class Recovery:
 
     def _on_sack(self, ack_nr: int, mask: bytes, echo_us: int | None, now: float) -> int:
         """Apply a selective ACK; return the payload bytes it newly acknowledged."""
-        base = (ack_nr + 2) & _M16
-        span = (self.next_seq - base) & _M16
+        base = (ack_nr + 2) & SEQ_MASK
+        span = (self.next_seq - base) & SEQ_MASK
         if span >= 0x8000:
             return 0
         out = self.outstanding
@@ -498,7 +497,7 @@ class Recovery:
                 i = (k << 3) | j
                 if i >= limit:
                     break
-                seq = (base + i) & _M16
+                seq = (base + i) & SEQ_MASK
                 entry = out.pop(seq, None)
                 if entry is not None:
                     size = len(entry.payload)
@@ -540,9 +539,9 @@ class Recovery:
         min_rtt = self.rtt.min_rtt
         spurious = min_rtt is not None and now - entry.sent_at < min_rtt
         if not spurious and echo_us is not None:
-            first = int(entry.first_sent_at * 1_000_000) & _M32
-            latest = int(entry.sent_at * 1_000_000) & _M32
-            spurious = ((echo_us - first) & _M32) < ((latest - first) & _M32)
+            first = to_timestamp_us(entry.first_sent_at)
+            latest = to_timestamp_us(entry.sent_at)
+            spurious = ((echo_us - first) & TS_MASK) < ((latest - first) & TS_MASK)
         cause = entry.cause
         counted = cause in (_ACK_DETECTED, _TIMEOUT) and entry.episode == self._episode
         if spurious:
@@ -643,7 +642,7 @@ class Recovery:
         if self._recovery_point is not None:
             return
         self._episode += 1
-        self._recovery_point = (self.next_seq - 1) & _M16
+        self._recovery_point = (self.next_seq - 1) & SEQ_MASK
         self._undo_state = self.cc.undo_snapshot()
         self._undo_marks = 0
         self._undo_genuine = False

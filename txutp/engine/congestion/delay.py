@@ -14,16 +14,9 @@ which filters out single delayed packets. All arithmetic wraps at 2**32.
 
 from __future__ import annotations
 
+from .._packet import TS_HALF, TS_MASK, ts_lt
+
 __all__ = ["DelayHistory"]
-
-_M32 = 0xFFFFFFFF
-_HALF = 0x80000000
-
-
-def _less(a: int, b: int) -> bool:
-    """Wrap-aware ``a < b`` for 32-bit values (the shorter distance wins)."""
-    d = (b - a) & _M32
-    return 0 < d < _HALF
 
 
 class DelayHistory:
@@ -50,7 +43,7 @@ class DelayHistory:
         if base is None:
             return None
         low = self._history_min
-        if low is not None and _less(low, base):
+        if low is not None and ts_lt(low, base):
             return low
         return base
 
@@ -61,7 +54,7 @@ class DelayHistory:
 
     def add_sample(self, sample: int, now: float) -> int:
         """Record a raw sample (µs mod 2**32); return its delay above the base, in µs."""
-        sample &= _M32
+        sample &= TS_MASK
         self._count += 1
         if self._slot_started is None:
             self._slot_started = now
@@ -73,14 +66,14 @@ class DelayHistory:
             self._history_min = self._minimum(self._history)
             self._slot_started = now
             self._base = None
-        if self._base is None or _less(sample, self._base):
+        if self._base is None or ts_lt(sample, self._base):
             self._base = sample
         base = self._base
         low = self._history_min
-        if low is not None and _less(low, base):
+        if low is not None and ts_lt(low, base):
             base = low
-        delay = (sample - base) & _M32
-        if delay >= _HALF:  # cannot happen after the update above, but never trust arithmetic on peer data
+        delay = (sample - base) & TS_MASK
+        if delay >= TS_HALF:  # cannot happen after the update above, but never trust arithmetic on peer data
             delay = 0
         recent = self._recent
         recent.append(delay)
@@ -92,7 +85,7 @@ class DelayHistory:
     def _minimum(values: list[int]) -> int | None:
         low = None
         for value in values:
-            if low is None or _less(value, low):
+            if low is None or ts_lt(value, low):
                 low = value
         return low
 
@@ -106,7 +99,7 @@ class DelayHistory:
         if delta <= 0:
             return
         if self._base is not None:
-            self._base = (self._base + delta) & _M32
-        self._history = [(v + delta) & _M32 for v in self._history]
+            self._base = (self._base + delta) & TS_MASK
+        self._history = [(v + delta) & TS_MASK for v in self._history]
         self._history_min = self._minimum(self._history)
         self._recent = [max(0, d - delta) for d in self._recent]

@@ -12,7 +12,7 @@ Above the target the window instead shrinks by ``cwnd * (delay/target - 1)``
 per RTT, at most by half (LEDBAT++'s multiplicative decrease; libutp and
 libtorrent shrink linearly, which drains a slow-start overshoot of a deep buffer
 only after tens of seconds). ``delay`` is the minimum of the last 3 one-way delay
-samples above the base delay (:class:`~txutp.engine._delay.DelayHistory`), clamped to the RTT, so a
+samples above the base delay (:class:`~txutp.engine.congestion.delay.DelayHistory`), clamped to the RTT, so a
 peer that lies about delay cannot make us send faster than loss-based control
 would. Slow start (cwnd += acked) runs until the delay reaches 90 % of the
 target or cwnd passes ``ssthresh``. No growth while the application, not the
@@ -28,14 +28,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ._config import UTPConfig
-from ._congestion import CongestionController, register_congestion_controller
-from ._delay import DelayHistory
+from .._config import UTPConfig
+from .._packet import TS_MASK
+from . import CongestionController, CongestionStats, register_congestion_controller
+from .delay import DelayHistory
 
 __all__ = ["LEDBAT"]
 
-_M32 = 0xFFFFFFFF
-_HALF = 0x80000000
 #: A peer's base delay may fall by at most this much per sample and still count as clock drift (libutp).
 _MAX_DRIFT_STEP_US = 10_000
 
@@ -222,7 +221,7 @@ class LEDBAT(CongestionController):
         self.their_delay.add_sample(delay_us, now)
         after = self.their_delay.base
         if before is not None and after is not None and after != before:
-            fall = (before - after) & _M32
+            fall = (before - after) & TS_MASK
             if 0 < fall <= _MAX_DRIFT_STEP_US:
                 self.our_delay.shift(fall)
 
@@ -283,16 +282,16 @@ class LEDBAT(CongestionController):
         if self.cwnd < mss:
             self.cwnd = mss
 
-    def stats(self) -> dict[str, float]:
-        base = self.our_delay.base
-        return {
-            "ssthresh": self.ssthresh,
-            "slow_start": float(self.slow_start),
-            "current_delay_us": float(self.delay_us) if self.delay_us is not None else -1.0,
-            "base_delay_us": float(base) if base is not None else -1.0,
-            "slowdowns": float(self.slowdown_count),
-            "loss_reductions": float(self.loss_reductions),
-        }
+    def stats(self) -> CongestionStats:
+        return CongestionStats(
+            ssthresh=self.ssthresh,
+            slow_start=self.slow_start,
+            current_delay_us=self.delay_us,
+            base_delay_us=self.our_delay.base,
+            delay_samples=self.our_delay.samples,
+            slowdowns=self.slowdown_count,
+            loss_reductions=self.loss_reductions,
+        )
 
 
 register_congestion_controller("ledbat", LEDBAT)
