@@ -143,7 +143,7 @@ class BulkProtocol(Protocol):
                 "spurious_retransmissions": s.spurious_retransmissions,
                 "undos": s.undos,
                 "reordering_window": s.reordering_window,
-                "congestion": s.congestion,
+                "congestion": s.congestion.as_dict(),
                 "packets_sent": s.packets_sent,
                 "packets_received": s.packets_received,
                 "mtu": s.mtu,

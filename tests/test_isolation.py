@@ -14,7 +14,7 @@ def test_engine_and_simulator_do_not_import_twisted() -> None:
         import txutp
         import txutp.engine
         import txutp.engine._connection, txutp.engine._context, txutp.engine._packet
-        import txutp.engine._congestion, txutp.engine._rtt, txutp.engine._state
+        import txutp.engine._rtt, txutp.engine._state, txutp.engine.congestion
         import txutp.simulator
         leaked = sorted(m for m in sys.modules if m == "twisted" or m.startswith("twisted."))
         assert not leaked, leaked
