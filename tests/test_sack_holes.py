@@ -6,8 +6,8 @@ a failing test documents the engine bug (see the interop report for the packet t
 
 from __future__ import annotations
 
-from tests.helpers import header
-from tests.test_connection import Pair, _payloads
+from tests.helpers import Pair, header
+from tests.test_connection import _payloads
 from txutp.engine import UTPConfig, decode_packet
 
 
