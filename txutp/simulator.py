@@ -197,6 +197,9 @@ class Host:
         self.other_datagrams: list[tuple[bytes, Address]] = []
         self.apps: dict[UTPConnection, Application] = {}
         self._timer_at: float | None = None
+        #: The engine's own deadline for ``_timer_at``: converting it to network
+        #: time and back may round one ulp short, and the timer must still fire.
+        self._timer_deadline = 0.0
 
     def local_time(self, t: float | None = None) -> float:
         """This host's clock at network time ``t`` (default: now)."""
@@ -245,6 +248,7 @@ class Host:
             self._timer_at = None
             return
         at = max(self._global_time(deadline), net.now)
+        self._timer_deadline = deadline
         if self._timer_at != at:
             self._timer_at = at
             net._schedule(at, _TIMER, self, None, None)
@@ -351,7 +355,7 @@ class Network:
                 if host._timer_at != at:
                     continue
                 host._timer_at = None
-                host.context.handle_timer(host.local_time(at))
+                host.context.handle_timer(max(host.local_time(at), host._timer_deadline))
             else:
                 local = host.local_time(at)
                 ctx = host.context
