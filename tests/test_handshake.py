@@ -218,3 +218,25 @@ def test_unconfirmed_acceptor_times_out_silently() -> None:
     ctx.handle_timer(4.0)
     assert ctx.datagrams_to_send(4.0) == [] and drain(ctx) == []
     assert ctx.connections == {} and ctx.half_open == 0
+
+
+def test_an_initiator_that_gives_up_before_the_syn_ack_resets_the_half_open_connection() -> None:
+    # Happy Eyeballs abandons its losing attempts this way: the RESET's ack_nr says nothing
+    # (no SYN-ACK arrived), but its seq_nr is the one after the SYN's, on the SYN's id.
+    client = UTPContext(UTPConfig(), random_bits=ScriptedBits(7, 100, strict=False))
+    server = UTPContext(UTPConfig(), accepting=True)
+    conn = client.connect(PEER, 0.0)
+    [(syn, _)] = client.datagrams_to_send(0.0)
+    server.receive_datagram(syn, ("192.0.2.1", 6881), 0.0)
+    server.datagrams_to_send(0.0)  # the SYN-ACK is still on its way
+    assert server.half_open == 1
+    conn.abort(0.01)
+    [(reset, _)] = client.datagrams_to_send(0.01)
+    # A RESET one seq_nr off, or on another id, is not taken.
+    for wrong in (packet(0x31, 8, 102, 0), packet(0x31, 9, 101, 0)):
+        server.receive_datagram(wrong, ("192.0.2.1", 6881), 0.02)
+    assert server.half_open == 1
+    server.receive_datagram(reset, ("192.0.2.1", 6881), 0.02)
+    assert server.datagrams_to_send(0.02) == []
+    assert server.half_open == 0 and server.connections == {}
+    assert drain(server) == []

@@ -15,6 +15,7 @@ from twisted.trial import unittest
 from txutp import UTPMultiplexer, listenUTP
 from txutp._udp import BatchingUDPPort
 from txutp.carriers import BatchingCarrier
+from txutp.transport import UTPNoRoute
 
 from .twisted_helpers import FAST, Collector, echoFactory, sleep
 
@@ -85,3 +86,21 @@ class PlainTwistedPortTests(unittest.TestCase):
         await client.closeNow()
         await server.closeNow()
         self.assertTrue(server.closed and client.closed)
+
+
+class NoRouteTests(unittest.TestCase):
+    async def test_a_connect_with_no_route_from_here_fails_at_once(self) -> None:
+        mux = UTPMultiplexer(reactor, FAST)
+        port = listenUTP(reactor, 0, mux, "127.0.0.1")
+        self.addCleanup(mux.closeNow)
+
+        def noRoute(data: bytes, addr: object) -> None:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+        port.sendto = noRoute
+        started = reactor.seconds()
+        with self.assertRaises(UTPNoRoute) as caught:
+            await mux.connect(("127.0.0.1", 9), Factory.forProtocol(Collector), 5)
+        self.assertLess(reactor.seconds() - started, 1.0)
+        self.assertIn("network unreachable (this host)", str(caught.exception))
+        self.assertEqual(mux.context.stats.path_errors, 1)

@@ -17,6 +17,13 @@ calls on a transport schedule the same flush with ``callLater(0)``, so
 everything a reactor turn asks for leaves once (ACK coalescing, as libutp's
 ``utp_issue_deferred_acks``).
 
+At reactor shutdown (a ``before shutdown`` trigger, registered while the
+carrier runs) the multiplexer lets the connections being closed finish their
+close handshake, for at most :attr:`~UTPMultiplexer.shutdownGrace` seconds,
+and resets those that do not (:meth:`~UTPMultiplexer.finishClosing`): a
+process that exits takes its connections with it, so every peer must have had
+its answer or a RESET by then.
+
 Transports see their multiplexer only as a :class:`~txutp.transport.TransportOwner`.
 The registry that shares UDP ports between endpoints is :mod:`txutp._registry`.
 """
@@ -47,11 +54,17 @@ from .engine import (
     ConnectionTerminated,
     ConnectionTimedOut,
     Event,
+    Packet,
+    PacketType,
+    PathError,
+    PathErrorKind,
+    PeerUnreachable,
     UTPConfig,
     UTPConnection,
     UTPContext,
+    encode_packet,
 )
-from .transport import UTPTransport
+from .transport import UTPConnectionRefused, UTPNoRoute, UTPTransport
 
 __all__ = ["MultiplexerStats", "UTPMultiplexer"]
 
@@ -86,6 +99,8 @@ class MultiplexerStats:
     gso_sends: int = 0
     #: Reads that returned several datagrams coalesced by the kernel (UDP GRO).
     gro_reads: int = 0
+    #: Errors read from the socket's error queue (ICMP, Linux); ``context.stats`` says which counted.
+    icmp_errors: int = 0
     #: Non-uTP datagrams dropped because no user datagram protocol was given.
     garbage_dropped: int = 0
     #: Non-uTP datagrams handed to the user datagram protocol.
@@ -136,6 +151,13 @@ class UTPMultiplexer(DatagramProtocol):
     connection, pending connection or :meth:`hold` needs it and its lingering
     connections have ended; otherwise it runs until :meth:`closeNow`.
 
+    If ``reactor`` has system event triggers (``IReactorCore``), the
+    multiplexer adds a ``before shutdown`` trigger while its carrier runs: it
+    runs :meth:`finishClosing`, so connections being closed may finish their
+    close handshake (for at most :attr:`shutdownGrace` seconds) before the
+    reactor stops the carrier, and then, with ``closeWhenUnused``, stops the
+    carrier if nothing else needs it.
+
     Addresses are the carrier's (for UDP, ``(host, port)`` with an IP literal).
     """
 
@@ -184,6 +206,15 @@ class UTPMultiplexer(DatagramProtocol):
         self._done = False
         self._whenClosed: list[Deferred[None]] = []
         self._readPending = False
+        #: At reactor shutdown, how long (seconds) closing connections get to finish their close
+        #: (:meth:`finishClosing`); ``config.shutdown_grace`` by default.
+        self.shutdownGrace: float = self.config.shutdown_grace
+        self._shutdownTrigger: Any = None
+        self._shuttingDown = False
+        self._finishing: list[Deferred[None]] = []
+        self._finishCall: IDelayedCall | None = None
+        #: While :meth:`finishClosing` waits: connections known to be still closing.
+        self._owing: dict[UTPConnection, None] = {}
 
     @property
     def port(self) -> Any:
@@ -207,17 +238,24 @@ class UTPMultiplexer(DatagramProtocol):
             self._send = self._writeEach
         if self.datagramProtocol is not None:
             self.datagramProtocol.makeConnection(_SharedDatagramTransport(self))  # type: ignore[arg-type]
+        addTrigger = getattr(self.reactor, "addSystemEventTrigger", None)
+        if addTrigger is not None and self._shutdownTrigger is None:
+            self._shutdownTrigger = addTrigger("before", "shutdown", self._beforeShutdown)
 
     def stopProtocol(self) -> None:
         """The carrier is stopping (we stop it, or the reactor shuts down): end everything at once.
 
         Live connections are reset (their RESETs still leave: the carrier stops
-        right after this returns), so peers learn at once rather than time out.
+        right after this returns), so peers learn at once rather than time out;
+        so are lingering connections whose peer's FIN has not arrived (we could
+        no longer acknowledge it). The reactor's shutdown trigger is removed.
         """
+        if self._shutdownTrigger is not None:
+            trigger, self._shutdownTrigger = self._shutdownTrigger, None
+            self.reactor.removeSystemEventTrigger(trigger)
         now = self.reactor.seconds()
-        for conn in list(self.context.connections.values()):
-            conn.abort(now)
-        out = self.context.datagrams_to_send(now)
+        resets = self._resetAll(now)
+        out = resets + self.context.datagrams_to_send(now)
         if out:
             try:
                 self._send(out)
@@ -251,6 +289,7 @@ class UTPMultiplexer(DatagramProtocol):
             factory.doStop()
         if self.datagramProtocol is not None:
             self.datagramProtocol.doStop()
+        self._finishDone()
         if not self._closing:
             # The carrier stopped by itself (the reactor shut the port down).
             self._fireClosed()
@@ -303,7 +342,12 @@ class UTPMultiplexer(DatagramProtocol):
         )
 
     def _maybeClose(self) -> None:
-        """With ``closeWhenUnused``, stop the carrier if nobody uses it and no connection lingers."""
+        """With ``closeWhenUnused``, stop the carrier if nobody uses it and no connection lingers.
+
+        Once the reactor is shutting down, a connection lingering after both
+        FINs were exchanged does not hold the carrier: the process is about
+        to end, and nothing is owed to its peer.
+        """
         if not self.closeWhenUnused or self._closed or self._closing or self.inUse:
             return
         if self._flushing:
@@ -316,7 +360,10 @@ class UTPMultiplexer(DatagramProtocol):
                 aborted = True
         if aborted:
             self.scheduleFlush()  # send the RESETs first
-        elif all(conn.state is ConnectionState.CLOSED for conn in self.context.connections.values()):
+        elif all(
+            conn.state is ConnectionState.CLOSED or (self._shuttingDown and conn.close_complete)
+            for conn in self.context.connections.values()
+        ):
             self.closeNow()
         # Otherwise connections linger to re-ACK a last FIN; the flush after their timers comes back here.
 
@@ -344,6 +391,158 @@ class UTPMultiplexer(DatagramProtocol):
             self.stopProtocol()  # a carrier that stopped without calling doStop
         self._fireClosed()
 
+    # ------------------------------------------------------------------ graceful shutdown
+
+    def finishClosing(self, timeout: float | None = None) -> Deferred[None]:
+        """Let the connections being closed finish their close handshake; after ``timeout``, reset the rest.
+
+        The reactor's ``before shutdown`` trigger calls this (with
+        :attr:`shutdownGrace`, by default ``config.shutdown_grace``, 2 s), so
+        that no peer is left waiting for an answer from a process that is gone;
+        an application stopping a carrier of its own can call it first. It
+        waits, at most ``timeout`` seconds (default :attr:`shutdownGrace`) of
+        the reactor's clock, for every connection that is being closed:
+
+        * one whose application called ``loseConnection`` (its buffered data
+          and FIN still to be sent and acknowledged), or in ``CLOSING``;
+        * one lingering (``LINGER``: our FIN was acknowledged) whose peer has
+          not sent its own FIN yet, or whose FIN we have not acknowledged: it
+          is acknowledged when it arrives. A connection lingering after both
+          FINs were exchanged is done.
+
+        Connections the application still keeps open, and handshakes, are not
+        waited for and not touched (another shutdown trigger may still use
+        them); when the reactor then stops the carrier they are reset
+        (:meth:`stopProtocol`). Connections closed while this waits, by the
+        application or on the peer's FIN, are waited for too. After ``timeout``
+        every connection still being closed is reset (a ``ConnectionAborted``
+        for its protocol if it has not lost it yet), and its RESET sent at once.
+
+        The Deferred fires when nothing is left to wait for: at once if nothing
+        is being closed and no connection is open (an open one may still be
+        closed by another shutdown trigger: the multiplexer looks again at the
+        end of the reactor turn). Calls made while one waits share its wait,
+        until the earliest of their deadlines.
+        """
+        if timeout is None:
+            timeout = self.shutdownGrace
+        if self._closed:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._finishing.append(d)
+        delay = max(0.0, timeout)
+        call = self._finishCall
+        if call is None or self.reactor.seconds() + delay < call.getTime():
+            if call is not None and call.active():
+                call.cancel()
+            self._finishCall = self.reactor.callLater(delay, self._finishExpired)
+        if self._transports or self._flushing:
+            self.scheduleFlush()  # look again once this turn's other shutdown code ran
+        else:
+            self._checkFinished()
+        return d
+
+    def _beforeShutdown(self) -> Deferred[None]:
+        """The reactor's ``before shutdown`` trigger: :meth:`finishClosing`, then stop an unused carrier.
+
+        From now on, with ``closeWhenUnused``, the carrier stops as soon as
+        nothing uses it and every lingering connection has had its answer,
+        not after ``linger_time``: so a ``stopListening()`` Deferred that a
+        shutdown waits for (``twistd`` does) fires at once, whichever of the
+        two triggers runs first.
+        """
+        self._shutdownTrigger = None  # fired: the reactor no longer holds it
+        self._shuttingDown = True
+        d = self.finishClosing()
+        d.addCallback(lambda _: self._maybeClose())
+        return d
+
+    def _owesClose(self, conn: UTPConnection) -> bool:
+        """Is ``conn`` being closed, its close handshake unfinished?"""
+        state = conn.state
+        if state is ConnectionState.LINGER:
+            return not conn.close_complete
+        if state is ConnectionState.CLOSING:
+            return True
+        if state in (ConnectionState.CONNECTED, ConnectionState.FIN_SENT, ConnectionState.FIN_RECEIVED):
+            transport = self._transports.get(conn)
+            return transport is not None and transport.disconnecting  # loseConnection: flushing its buffer
+        return False  # handshakes, and CLOSED
+
+    def _checkFinished(self) -> None:
+        """While :meth:`finishClosing` waits (after each flush): has every connection being closed finished?
+
+        Only the connections known to be closing are looked at, until none is
+        left; then every connection, for those closed since.
+        """
+        if not self._finishing:
+            return
+        resets = self._settled()
+        owing = self._owing
+        if not owing:
+            for conn in self.context.connections.values():
+                if self._owesClose(conn):
+                    owing[conn] = None
+        if resets:
+            self._send(resets)
+        if not owing:
+            self._finishDone()
+
+    def _settled(self) -> Datagrams:
+        """Forget the closing connections that finished; RESETs for those whose linger ended before the peer's FIN."""
+        resets: Datagrams = []
+        owing = self._owing
+        for conn in list(owing):
+            if not self._owesClose(conn):
+                del owing[conn]
+                if conn.lingered and not conn.peer_fin_received:
+                    resets.append(self._resetDatagram(conn))  # the engine gave up on the FIN; now the peer knows
+        return resets
+
+    def _finishExpired(self) -> None:
+        """:meth:`finishClosing`'s time is up: reset every connection still being closed."""
+        self._finishCall = None
+        now = self.reactor.seconds()
+        resets = self._settled()
+        for conn in list(self.context.connections.values()):
+            if self._owesClose(conn):
+                if conn.state is ConnectionState.LINGER:
+                    resets.append(self._resetDatagram(conn))  # abort() says nothing to a lingering peer
+                conn.abort(now)
+        if resets:
+            self._send(resets)
+        self.flush()  # the protocols learn (ConnectionAborted), the RESETs leave
+        self._finishDone()
+
+    def _finishDone(self) -> None:
+        call, self._finishCall = self._finishCall, None
+        if call is not None and call.active():
+            call.cancel()
+        self._owing.clear()
+        waiters, self._finishing = self._finishing, []
+        for d in waiters:
+            d.callback(None)
+
+    def _resetAll(self, now: float) -> Datagrams:
+        """Abort every connection; return the RESETs that ``abort`` does not send (to lingering peers owed one)."""
+        resets = self._settled()
+        for conn in list(self.context.connections.values()):
+            if conn.state is ConnectionState.LINGER and not conn.close_complete:
+                resets.append(self._resetDatagram(conn))
+            conn.abort(now)
+        return resets
+
+    @staticmethod
+    def _resetDatagram(conn: UTPConnection) -> tuple[bytes, Any]:
+        """The RESET ``conn.abort()`` would send, for a connection past the point where it sends one.
+
+        Its ``seq_nr`` is our next sequence number (past our FIN) and its
+        ``ack_nr`` the peer's last packet received in order: what the peer's
+        RFC 5961 check takes as exact.
+        """
+        reset = Packet(PacketType.RESET, conn.send_id, 0, 0, 0, conn.final_seq_nr, conn.final_ack_nr)
+        return encode_packet(reset), conn.peer_addr
+
     # ------------------------------------------------------------------ listening
 
     def startListening(self, factory: IProtocolFactory) -> None:
@@ -364,7 +563,10 @@ class UTPMultiplexer(DatagramProtocol):
     def stopListening(self) -> Deferred[None]:
         """Stop accepting; with ``closeWhenUnused``, stop the carrier if nothing else uses it.
 
-        Fires once listening stopped (and the carrier too, if that left it unused).
+        Connections already accepted stay up, as with TCP; if the reactor shuts
+        down while they are still open, they end as :meth:`finishClosing` says.
+        Fires once listening stopped (and the carrier too, if that left it
+        unused: after its lingering connections).
         """
         factory = self.listenFactory
         if factory is None:
@@ -556,6 +758,19 @@ class UTPMultiplexer(DatagramProtocol):
         """
         self.context.datagram_too_big(datagram, address, self.reactor.seconds())
 
+    def pathErrorReceived(self, datagram: bytes, address: Any, error: PathError) -> None:
+        """The network reported ``error`` (ICMP) about ``datagram``, which we sent to ``address``.
+
+        ``datagram`` is what the error quotes of ours. The engine decides what it
+        means (``txutp/engine/_icmp.py``): a refused connect fails at once; soft
+        errors are counted. The carrier ends its read with ``readBatchDone()``.
+        """
+        if self.context.path_error(datagram, address, error, self.reactor.seconds()):
+            if self._batching:
+                self._readPending = True
+            else:
+                self.scheduleFlush()
+
     # ------------------------------------------------------------------ flushing
 
     def scheduleFlush(self) -> None:
@@ -615,6 +830,8 @@ class UTPMultiplexer(DatagramProtocol):
             self._flushing = False
         self._armTimer()
         self._maybeClose()
+        if self._finishing:
+            self._checkFinished()
 
     def _armTimer(self) -> None:
         if self._closed:
@@ -693,8 +910,16 @@ class UTPMultiplexer(DatagramProtocol):
     @staticmethod
     def _handshakeFailed(event: ConnectionTerminated, direction: str) -> Failure:
         if isinstance(event, ConnectionReset):
-            return Failure(error.ConnectionRefusedError(f"uTP connection {direction} refused"))
+            return Failure(UTPConnectionRefused(f"uTP connection {direction} refused"))
+        if isinstance(event, PeerUnreachable):
+            if event.error.kind is PathErrorKind.REFUSED:
+                return Failure(UTPConnectionRefused(f"uTP connection {direction} refused: {event.error}", event.error))
+            return Failure(UTPNoRoute(f"uTP connection {direction} failed: {event.error}", event.error))
         if isinstance(event, ConnectionTimedOut):
+            if event.path_error is not None:
+                return Failure(
+                    error.TimeoutError(f"uTP connection {direction} timed out (last ICMP error: {event.path_error})")
+                )
             return Failure(error.TimeoutError(f"uTP connection {direction} timed out"))
         return Failure(error.ConnectError(f"uTP connection {direction} failed"))
 

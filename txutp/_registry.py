@@ -5,7 +5,10 @@ BitTorrent clients do; clients without a bind address share one ephemeral
 socket per interface and configuration. Each socket is a
 :class:`~txutp.UTPMultiplexer` over a :func:`~txutp.listenUTP` port, registered
 under ``(reactor, interface, port)`` until it closes, which it does by itself
-once nothing uses it (``closeWhenUnused``).
+once nothing uses it (``closeWhenUnused``). At reactor shutdown each lets its
+closing connections finish (:meth:`~txutp.UTPMultiplexer.finishClosing`, for
+at most ``config.shutdown_grace`` seconds), then closes at once if nothing
+else uses it, rather than after its lingering connections.
 """
 
 from __future__ import annotations

@@ -10,6 +10,16 @@ engine's path MTU probes, counts into the multiplexer's ``stats``, and treats a
 refused send as a lost datagram (``EMSGSIZE`` also tells the engine the
 datagram was too big). Reactors without file-descriptor sets (IOCP) get a
 plain ``reactor.listenUDP`` port instead.
+
+On Linux the port also asks for ICMP errors (``IP_RECVERR``,
+``IPV6_RECVERR``) and reads them from the socket's error queue: each is decoded
+(:func:`decodeSocketError`) and given to the multiplexer's
+``pathErrorReceived``, so that a connect to a port where nothing listens fails
+at once (see ``txutp/engine/_icmp.py``). Every reactor on Linux reports a
+pending error as readable (select, asyncio) or as an error condition (poll,
+epoll: the reactor then calls :meth:`BatchingUDPPort.readConnectionLost`); the
+port drains the queue either way, so it neither spins nor is dropped.
+Elsewhere ICMP errors stay unseen, as before.
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ from typing import Any
 
 from twisted.internet import udp
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.interfaces import IHalfCloseableDescriptor, IReactorFDSet
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._multiplexer import MultiplexerStats, Reactor, UTPMultiplexer
-from .engine import DontFragment
+from .engine import DontFragment, PathError, PathErrorKind
 
-__all__ = ["BatchingUDPPort", "listenUTP"]
+__all__ = ["BatchingUDPPort", "SocketError", "decodeSocketError", "listenUTP", "pathErrorOf"]
 
 #: Socket buffer size asked for (libutp and libtorrent collapse on loopback with the 212 992-byte default).
 SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
@@ -47,6 +59,8 @@ _GSO_MAX_SEGMENTS = 64
 _GSO_MAX_BYTES = 65507
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _READ_RETRY_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE})
+#: Send errors that say the destination has no route from this host.
+_NO_ROUTE_ERRNOS = {errno.ENETUNREACH: "network unreachable", errno.EHOSTUNREACH: "host unreachable"}
 _SEND_LOSS_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 # Linux <linux/in.h>, <linux/in6.h>: per-socket path MTU discovery mode (not exported by the socket module).
@@ -54,6 +68,47 @@ _IP_MTU_DISCOVER = 10
 _IPV6_MTU_DISCOVER = 23
 _PMTUDISC_DONT = 0
 _PMTUDISC_DO = 2
+
+# Linux <linux/in.h>, <linux/in6.h>, <linux/errqueue.h>: ICMP errors on the socket's error queue.
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
+_SO_EE_ORIGIN_ICMP = 2
+_SO_EE_ORIGIN_ICMP6 = 3
+#: Room for one ``sock_extended_err`` and its offender's ``sockaddr_in6``.
+_ERR_CMSG_SPACE = socket.CMSG_SPACE(_SOCK_EXTENDED_ERR.size + 28) if hasattr(socket, "CMSG_SPACE") else 0
+#: Errors read from the queue per drain, at most (a flood must not hold the reactor).
+_ERRQUEUE_BUDGET = 256
+# IP and UDP header bytes, to turn an ICMP's link MTU into the largest UDP payload.
+_IPV4_UDP_OVERHEAD = 28
+_IPV6_UDP_OVERHEAD = 48
+
+#: ICMP (type, code) -> (kind, description); ICMPv4 destination unreachable is type 3, time exceeded 11.
+_ICMP4 = {
+    (3, 0): (PathErrorKind.UNREACHABLE, "network unreachable"),
+    (3, 1): (PathErrorKind.UNREACHABLE, "host unreachable"),
+    (3, 2): (PathErrorKind.REFUSED, "protocol unreachable"),
+    (3, 3): (PathErrorKind.REFUSED, "port unreachable"),
+    (3, 4): (PathErrorKind.TOO_BIG, "fragmentation needed"),
+    (3, 6): (PathErrorKind.UNREACHABLE, "network unknown"),
+    (3, 7): (PathErrorKind.UNREACHABLE, "host unknown"),
+    (3, 9): (PathErrorKind.UNREACHABLE, "network administratively prohibited"),
+    (3, 10): (PathErrorKind.UNREACHABLE, "host administratively prohibited"),
+    (3, 13): (PathErrorKind.UNREACHABLE, "communication administratively prohibited"),
+    (11, 0): (PathErrorKind.UNREACHABLE, "time to live exceeded"),
+}
+#: ICMPv6: destination unreachable is type 1, packet too big 2, time exceeded 3.
+_ICMP6 = {
+    (1, 0): (PathErrorKind.UNREACHABLE, "no route to destination"),
+    (1, 1): (PathErrorKind.UNREACHABLE, "communication administratively prohibited"),
+    (1, 3): (PathErrorKind.UNREACHABLE, "address unreachable"),
+    (1, 4): (PathErrorKind.REFUSED, "port unreachable"),
+    (1, 5): (PathErrorKind.UNREACHABLE, "source address failed policy"),
+    (1, 6): (PathErrorKind.UNREACHABLE, "reject route to destination"),
+    (2, 0): (PathErrorKind.TOO_BIG, "packet too big"),
+    (3, 0): (PathErrorKind.UNREACHABLE, "hop limit exceeded"),
+}
 
 
 def listenUTP(reactor: Reactor, port: int, multiplexer: UTPMultiplexer, interface: str = "") -> Any:
@@ -71,6 +126,69 @@ def listenUTP(reactor: Reactor, port: int, multiplexer: UTPMultiplexer, interfac
     return udpPort
 
 
+class SocketError:
+    """One entry of a socket's error queue: Linux's ``sock_extended_err`` and its offender."""
+
+    __slots__ = ("errno", "origin", "type", "code", "info", "offender")
+
+    def __init__(self, errno: int, origin: int, type: int, code: int, info: int, offender: tuple[str, int] | None):
+        self.errno = errno
+        #: ``SO_EE_ORIGIN_*``: 1 local, 2 ICMP, 3 ICMPv6.
+        self.origin = origin
+        self.type = type
+        self.code = code
+        #: The MTU for "fragmentation needed" / "packet too big".
+        self.info = info
+        #: Who sent the ICMP error, as ``(host, 0)``, or ``None``.
+        self.offender = offender
+
+    def __repr__(self) -> str:
+        return (
+            f"SocketError(errno={self.errno}, origin={self.origin}, type={self.type}, code={self.code}, "
+            f"info={self.info}, offender={self.offender!r})"
+        )
+
+
+def decodeSocketError(data: bytes) -> SocketError | None:
+    """Decode an ``IP_RECVERR`` / ``IPV6_RECVERR`` control message; ``None`` if it is too short."""
+    if len(data) < _SOCK_EXTENDED_ERR.size:
+        return None
+    errno_, origin, type_, code, _pad, info, _data = _SOCK_EXTENDED_ERR.unpack_from(data)
+    offender = None
+    address = data[_SOCK_EXTENDED_ERR.size :]
+    if len(address) >= 8:
+        family = int.from_bytes(address[:2], sys.byteorder)
+        if family == socket.AF_INET:
+            offender = (socket.inet_ntop(socket.AF_INET, address[4:8]), 0)
+        elif family == socket.AF_INET6 and len(address) >= 24:
+            offender = (socket.inet_ntop(socket.AF_INET6, address[8:24]), 0)
+    return SocketError(errno_, origin, type_, code, info, offender)
+
+
+def pathErrorOf(error: SocketError) -> PathError | None:
+    """What an ICMP error means for uTP (``txutp.engine.PathError``), or ``None`` for anything else.
+
+    Errors of local origin (a datagram over a known path MTU) are not ICMP: the
+    failed send already reported them.
+    """
+    if error.origin == _SO_EE_ORIGIN_ICMP:
+        table, overhead = _ICMP4, _IPV4_UDP_OVERHEAD
+    elif error.origin == _SO_EE_ORIGIN_ICMP6:
+        table, overhead = _ICMP6, _IPV6_UDP_OVERHEAD
+    else:
+        return None
+    known = table.get((error.type, error.code))
+    if known is None:
+        if error.type == (3 if error.origin == _SO_EE_ORIGIN_ICMP else 1):
+            known = (PathErrorKind.UNREACHABLE, f"destination unreachable (code {error.code})")
+        else:
+            return None
+    kind, description = known
+    maxDatagram = error.info - overhead if kind is PathErrorKind.TOO_BIG and error.info > overhead else None
+    return PathError(kind, description, offender=error.offender, max_datagram=maxDatagram)
+
+
+@implementer(IHalfCloseableDescriptor)
 class BatchingUDPPort(udp.Port):
     """A UDP port that reads and sends in batches for its :class:`~txutp.UTPMultiplexer` (a batching carrier).
 
@@ -85,6 +203,8 @@ class BatchingUDPPort(udp.Port):
     #: Receiving with UDP GRO, and sending with UDP GSO (tried on first use; off if the kernel refuses).
     gro = False
     gso = False
+    #: ICMP errors are queued on the socket (Linux ``IP_RECVERR``).
+    recvErr = False
     #: The socket's ``sendto`` and ``sendmsg`` (a seam for tests that make sending fail).
     sendto: Any = None
     sendmsg: Any = None
@@ -105,6 +225,7 @@ class BatchingUDPPort(udp.Port):
         if sys.platform.startswith("linux"):
             self.gso = True
             self.enableGRO()
+            self._enableRecvErr()
 
     def enableGRO(self) -> bool:
         """Ask the kernel to coalesce received datagrams (Linux UDP_GRO); return whether it works."""
@@ -112,6 +233,18 @@ class BatchingUDPPort(udp.Port):
             self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1)
             self.gro = True
         return self.gro
+
+    def _enableRecvErr(self) -> None:
+        sock = self.socket
+        levels = [(socket.IPPROTO_IP, _IP_RECVERR)]
+        if sock.family == socket.AF_INET6:
+            levels.append((socket.IPPROTO_IPV6, _IPV6_RECVERR))
+        try:
+            for level, option in levels:
+                sock.setsockopt(level, option, 1)
+        except OSError:  # pragma: no cover - kernels without the option
+            return
+        self.recvErr = True
 
     def stopListening(self) -> Deferred[None]:
         """Close the socket now (``udp.Port`` waits a reactor turn, which a stopping reactor may never run)."""
@@ -122,19 +255,60 @@ class BatchingUDPPort(udp.Port):
     # ------------------------------------------------------------------ reading
 
     def doRead(self) -> None:
-        """Read a batch of datagrams, then let the multiplexer flush once."""
+        """Read a batch of datagrams (and any ICMP errors), then let the multiplexer flush once."""
         try:
-            self._readBatch()
+            if not self._readBatch() and self.recvErr:
+                self.readErrorQueue()
         finally:
             if self.connected:
                 self.protocol.readBatchDone()
 
-    def _readBatch(self) -> None:
+    def readConnectionLost(self, reason: Failure) -> None:
+        """The poll and epoll reactors saw an error condition with nothing to read: an ICMP error.
+
+        Read the error queue and go on reading; a socket whose condition was
+        something else (nothing was queued) is lost, as the reactor meant.
+        """
+        if self.recvErr and self.readErrorQueue():
+            if self.connected:
+                self.startReading()  # type: ignore[no-untyped-call]
+                self.protocol.readBatchDone()
+            return
+        self.connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def readErrorQueue(self) -> int:
+        """Read the ICMP errors queued on the socket, telling the multiplexer of each; return how many."""
+        sock = self.socket
+        ipv6 = self.addressFamily == socket.AF_INET6
+        report = self.protocol.pathErrorReceived
+        count = 0
+        while count < _ERRQUEUE_BUDGET:
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(MAX_PACKET_SIZE, _ERR_CMSG_SPACE, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            count += 1
+            self.stats.icmp_errors += 1
+            if ipv6:
+                addr = addr[:2]
+            for level, kind, value in ancillary:
+                if (level, kind) in ((socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)):
+                    decoded = decodeSocketError(value)
+                    pathError = pathErrorOf(decoded) if decoded is not None else None
+                    if pathError is not None:
+                        report(data, addr, pathError)
+        return count
+
+    def _readBatch(self) -> bool:
+        """Read one batch; return whether a datagram was read and no ICMP error was signalled."""
         sock = self.socket
         received = self.protocol.datagramReceived
         ipv6 = self.addressFamily == socket.AF_INET6
         budget = READ_BATCH_BYTES
         gro = self.gro
+        readAny = signalled = False
         while budget > 0:
             try:
                 if gro:
@@ -143,13 +317,15 @@ class BatchingUDPPort(udp.Port):
                     data, addr = sock.recvfrom(MAX_PACKET_SIZE)
                     ancillary = None
             except BlockingIOError:
-                return
+                break
             except InterruptedError:
                 continue
             except OSError as e:
                 if e.errno in _READ_RETRY_ERRNOS:
-                    continue  # an ICMP error about an earlier datagram: not fatal for the socket
+                    signalled = True  # an ICMP error about an earlier datagram: it waits on the error queue
+                    continue
                 raise
+            readAny = True
             if ipv6:
                 addr = addr[:2]
             budget -= len(data)
@@ -164,6 +340,7 @@ class BatchingUDPPort(udp.Port):
                     received(data[start : start + segment], addr)
             else:
                 received(data, addr)
+        return readAny and not signalled
 
     # ------------------------------------------------------------------ sending
 
@@ -234,6 +411,10 @@ class BatchingUDPPort(udp.Port):
             if e.errno == errno.EMSGSIZE:
                 # Bigger than the path MTU the kernel knows (a DF probe, usually).
                 self.protocol.datagramTooBig(datagram, addr)
+            elif e.errno in _NO_ROUTE_ERRNOS:
+                # No route from here: as certain as an error gets (a connect fails at once, as TCP's would).
+                error = PathError(PathErrorKind.UNREACHABLE, _NO_ROUTE_ERRNOS[e.errno], local=True)
+                self.protocol.pathErrorReceived(datagram, addr, error)
             # EAGAIN, ENOBUFS, ECONNREFUSED, ...: the datagram is lost, as on a congested link
             return
         self.stats.datagrams_sent += 1

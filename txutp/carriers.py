@@ -46,7 +46,8 @@ class DatagramCarrier(Protocol):
     ``DatagramProtocol``: ``makeConnection(carrier)`` once, then
     ``datagramReceived(datagram, address)`` per datagram, then ``doStop()``;
     it may call ``datagramTooBig(datagram, address)`` when a datagram exceeded
-    the path, and a :class:`BatchingCarrier` calls ``readBatchDone()``.
+    the path and ``pathErrorReceived(datagram, address, error)`` for an ICMP
+    error about one, and a :class:`BatchingCarrier` calls ``readBatchDone()``.
     Twisted's own UDP port (``reactor.listenUDP(port, multiplexer)``) is one.
     """
 

@@ -49,6 +49,7 @@ EXIT_TIMEOUT = 4
 EXIT_RESET = 5
 EXIT_NOHOST = 6
 EXIT_BIND = 7
+EXIT_UNREACHABLE = 8
 EXIT_INTERRUPTED = 130
 
 #: Exit status of ``utpcat`` and what it means.
@@ -56,11 +57,12 @@ EXIT_CODES = {
     EXIT_OK: "success: both directions ended cleanly",
     EXIT_ERROR: "any other error (the connection was lost, an I/O error)",
     EXIT_USAGE: "bad arguments",
-    EXIT_REFUSED: "connection refused (the peer answered RESET)",
+    EXIT_REFUSED: "connection refused (the peer answered RESET, or ICMP port unreachable: nothing listens)",
     EXIT_TIMEOUT: "timed out (connecting, waiting for a connection with -l -w, or a dead peer)",
     EXIT_RESET: "connection reset by the peer",
     EXIT_NOHOST: "host name not found",
     EXIT_BIND: "cannot bind the local address or port",
+    EXIT_UNREACHABLE: "the network said the host cannot be reached (ICMP host or network unreachable)",
     EXIT_INTERRUPTED: "interrupted by SIGINT (143: SIGTERM); the connection is reset",
 }
 
@@ -256,11 +258,17 @@ def describeFailure(failure: Failure, target: str) -> tuple[int, str]:
     from .transport import UTPConnectionReset, UTPConnectionTimedOut
 
     value = failure.value
+    pathError = getattr(value, "pathError", None)
+    icmp = "" if pathError is None else f": {pathError}"
     if isinstance(value, error.ConnectionRefusedError):
-        return EXIT_REFUSED, f"connection to {target} refused"
+        return EXIT_REFUSED, f"connection to {target} refused{icmp}"
+    if isinstance(value, error.NoRouteError):
+        return EXIT_UNREACHABLE, f"cannot reach {target}{icmp}"
     if isinstance(value, (error.TimeoutError, UTPConnectionTimedOut)):
         what = "connection to" if isinstance(value, error.TimeoutError) else "connection with"
-        return EXIT_TIMEOUT, f"{what} {target} timed out"
+        _, icmpSeen, lastError = str(value).partition("(last ICMP error: ")
+        why = f" (last ICMP error: {lastError.rstrip('.')}" if icmpSeen else ""
+        return EXIT_TIMEOUT, f"{what} {target} timed out{why}"
     if isinstance(value, UTPConnectionReset):
         return EXIT_RESET, f"connection with {target} reset by peer"
     if isinstance(value, error.DNSLookupError):

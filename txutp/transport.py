@@ -55,11 +55,19 @@ from .engine import (
     DataReceived,
     EndOfStream,
     Event,
+    PathError,
     UTPConnection,
     Writable,
 )
 
-__all__ = ["TransportOwner", "UTPConnectionReset", "UTPConnectionTimedOut", "UTPTransport"]
+__all__ = [
+    "TransportOwner",
+    "UTPConnectionRefused",
+    "UTPConnectionReset",
+    "UTPConnectionTimedOut",
+    "UTPNoRoute",
+    "UTPTransport",
+]
 
 _log = Logger()
 _sessions = itertools.count()
@@ -71,6 +79,22 @@ class UTPConnectionReset(error.ConnectionLost):
 
 class UTPConnectionTimedOut(error.ConnectionLost):
     """The peer stopped answering: the uTP connection timed out."""
+
+
+class UTPConnectionRefused(error.ConnectionRefusedError):
+    """A uTP connect was refused: the peer answered RESET, or ICMP said nothing listens (``pathError``)."""
+
+    def __init__(self, message: str, pathError: PathError | None = None) -> None:
+        super().__init__(message)  # type: ignore[no-untyped-call]
+        self.pathError = pathError
+
+
+class UTPNoRoute(error.NoRouteError):
+    """ICMP said the peer cannot be reached (host or network unreachable): ``pathError`` says how."""
+
+    def __init__(self, message: str, pathError: PathError) -> None:
+        super().__init__(message)  # type: ignore[no-untyped-call]
+        self.pathError = pathError
 
 
 class TransportOwner(Protocol):
@@ -489,7 +513,8 @@ class UTPTransport:
         elif isinstance(event, ConnectionReset):
             reason = Failure(UTPConnectionReset("uTP connection reset by peer"))
         elif isinstance(event, ConnectionTimedOut):
-            reason = Failure(UTPConnectionTimedOut("uTP connection timed out"))
+            why = "" if event.path_error is None else f" (last ICMP error: {event.path_error})"
+            reason = Failure(UTPConnectionTimedOut(f"uTP connection timed out{why}"))
         else:
             reason = self._lossReason or Failure(error.ConnectionAborted())
         if isinstance(event, ConnectionAborted) and self._lossReason is not None:

@@ -17,8 +17,10 @@ from ._events import (
     DataReceived,
     EndOfStream,
     Event,
+    PeerUnreachable,
     Writable,
 )
+from ._icmp import PathError, PathErrorKind
 from ._mtu import DontFragment, MTUSearch
 from ._packet import Packet, PacketError, PacketType, decode_packet, encode_packet, is_utp_datagram
 from ._rtt import RTTEstimator
@@ -61,6 +63,9 @@ __all__ = [
     "Packet",
     "PacketError",
     "PacketType",
+    "PathError",
+    "PathErrorKind",
+    "PeerUnreachable",
     "RTTEstimator",
     "UTPConfig",
     "UTPConnection",

@@ -114,6 +114,9 @@ class UTPConfig:
     syn_cookies: str = "auto"
     #: RESET replies to unknown connections allowed per second (token bucket).
     reset_rate: float = 100.0
+    #: For the Twisted layer (the engine does not use it): at reactor shutdown, how long closing
+    #: connections get to finish their close handshake before they are reset (``UTPMultiplexer.shutdownGrace``).
+    shutdown_grace: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("packet_size_ipv4", "packet_size_ipv6"):
@@ -141,6 +144,8 @@ class UTPConfig:
             raise ValueError("idle_timeout must be longer than keepalive_interval")
         if self.min_rto <= 0 or self.max_rto < self.min_rto:
             raise ValueError("need 0 < min_rto <= max_rto")
+        if self.shutdown_grace < 0:
+            raise ValueError("shutdown_grace must not be negative")
 
     def packet_size(self, ipv6: bool) -> int:
         """Return the UDP payload size of a full packet for the address family."""

@@ -39,8 +39,10 @@ from ._events import (
     DataReceived,
     EndOfStream,
     Event,
+    PeerUnreachable,
     Writable,
 )
+from ._icmp import PathError, PathErrorKind
 from ._mtu import DontFragment, MTUSearch
 from ._packet import (
     HEADER_SIZE,
@@ -100,12 +102,14 @@ class UTPConnection:
         "_mtu",
         "_next_reverse_sample",
         "_out",
+        "_path_error",
         "_probe_interval",
         "_probe_seq",
         "_recovery",
         "_recv",
         "_reply_micro",
         "_send",
+        "_syn_errors",
         "_syn_sent_at",
         "_syn_seq",
         "_syn_tries",
@@ -121,6 +125,7 @@ class UTPConnection:
         "packet_size",
         "packets_received",
         "packets_sent",
+        "path_errors",
         "peer_addr",
         "resets_challenged",
         "recv_id",
@@ -186,6 +191,9 @@ class UTPConnection:
         # RESET validation (RFC 5961's challenge ACK, on uTP's wire).
         self._challenge_seq: int | None = None
         self._challenge_at = -1e9
+        # ICMP errors (_icmp.py): the last one, and which SYN transmissions drew one (a bit per try).
+        self._path_error: PathError | None = None
+        self._syn_errors = 0
 
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
@@ -197,6 +205,7 @@ class UTPConnection:
         self.duplicate_packets = 0
         self.dropped_packets = 0
         self.resets_challenged = 0
+        self.path_errors = 0
 
     @classmethod
     def connect(
@@ -417,7 +426,9 @@ class UTPConnection:
 
     def _on_syn_timer(self, now: float) -> None:
         if self._syn_tries >= self.config.syn_retries:
-            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True), now)
+            self._terminate(
+                Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True, path_error=self._path_error), now
+            )
         else:
             self._syn_tries += 1
             self._send_syn(now, retry=True)
@@ -431,12 +442,12 @@ class UTPConnection:
 
     def _on_idle_timer(self, now: float) -> None:
         # Nothing in flight (the RTO covers that case) and nothing heard, keep-alives included.
-        self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+        self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_error), now)
 
     def _on_recovery_timer(self, now: float) -> None:
         action = self._recovery.on_timer(now)
         if action == GIVE_UP:
-            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(), now)
+            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_error), now)
         elif action == PROBE:
             self._send_tail_probe(now)
 
@@ -461,6 +472,22 @@ class UTPConnection:
     def final_ack_nr(self) -> int:
         """The last in-order sequence number received from the peer."""
         return self._recv.ack_nr
+
+    @property
+    def peer_fin_received(self) -> bool:
+        """The peer's FIN and everything before it arrived: our ACKs now acknowledge its FIN."""
+        recv = self._recv
+        return recv.eof_seq is not None and recv.ack_nr == recv.eof_seq
+
+    @property
+    def close_complete(self) -> bool:
+        """Nothing is owed to the peer: ``CLOSED``, or ``LINGER`` with the peer's FIN received and ACKed.
+
+        A connection lingering without it still owes the peer the ACK of a FIN yet to come.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return True
+        return self.state is ConnectionState.LINGER and self.peer_fin_received and not self._recv.ack_pending
 
     def stats(self) -> ConnectionStats:
         """Return a snapshot of this connection's counters and estimates."""
@@ -491,6 +518,7 @@ class UTPConnection:
             undos=rec.undos,
             reordering_window=rec.reorder_window,
             resets_challenged=self.resets_challenged,
+            path_errors=self.path_errors,
         )
 
     # ------------------------------------------------------------------ receiving
@@ -512,7 +540,11 @@ class UTPConnection:
                 self.dropped_packets += 1
             return
         if ptype == ST_RESET:
-            if rec.acceptable(pkt.ack_nr, reset=True) and self._reset_exact(pkt, now):
+            if state is ConnectionState.SYN_RECV and pkt.seq_nr == (self._syn_seq + 1) & SEQ_MASK:
+                # The initiator gave up before our SYN-ACK reached it (its ack_nr says nothing yet):
+                # its next seq_nr on our connection id is as exact as RFC 5961 asks.
+                self._terminate(Input.RESET_RECEIVED, ConnectionReset(), now)
+            elif rec.acceptable(pkt.ack_nr, reset=True) and self._reset_exact(pkt, now):
                 if state is ConnectionState.LINGER:
                     self._fire(Input.RESET_RECEIVED)
                 elif state is ConnectionState.CLOSING and self._send.fin_seq is not None and rec.only_fin_unacked():
@@ -832,6 +864,52 @@ class UTPConnection:
             self._set_packet_size(self._mtu.packet_size)
         rec.mark_lost(seq_nr, now)
         self._wake()
+
+    # ------------------------------------------------------------------ ICMP errors (see _icmp.py)
+
+    def path_error(self, error: PathError, ptype: int, seq_nr: int, now: float) -> bool:
+        """The network reported ``error`` about our packet ``ptype``/``seq_nr``; return whether it counts.
+
+        It counts only for a packet we have outstanding: our SYN while in
+        ``SYN_SENT``, a DATA or FIN not yet acknowledged, or an ACK carrying a
+        sequence number of our send window (RFC 5927).
+        """
+        state = self.state
+        rec = self._recovery
+        entry = None
+        if state is ConnectionState.CLOSED or state is ConnectionState.LINGER:
+            return False
+        if ptype == ST_SYN:
+            if state is not ConnectionState.SYN_SENT or seq_nr != self._syn_seq:
+                return False
+        elif ptype in (ST_DATA, ST_FIN):
+            entry = rec.find(seq_nr)
+            if entry is None:
+                return False
+        elif ptype == ST_STATE:
+            if (rec.next_seq - seq_nr) & SEQ_MASK > (rec.next_seq - rec.snd_una) & SEQ_MASK:
+                return False
+        else:
+            return False
+        self.path_errors += 1
+        kind = error.kind
+        if kind is PathErrorKind.TOO_BIG:
+            limit = error.max_datagram
+            if entry is not None and limit is not None and len(entry.payload) + HEADER_SIZE > limit:
+                self._path_too_big(seq_nr, len(entry.payload) + HEADER_SIZE, limit, now)
+            return True
+        self._path_error = error
+        if state is ConnectionState.SYN_SENT:
+            self._syn_errors |= 1 << self._syn_tries
+            if kind is PathErrorKind.REFUSED or error.local or self._syn_errors.bit_count() >= 2:
+                self._terminate(Input.TIMED_OUT, PeerUnreachable(error), now)
+        return True
+
+    def _path_too_big(self, seq_nr: int, size: int, limit: int, now: float) -> None:
+        """A router dropped our ``size``-byte packet ``seq_nr``: the path takes at most ``limit`` bytes."""
+        if self._mtu is not None:
+            self._mtu.path_limit(limit)
+        self.datagram_too_big(seq_nr, size, now)
 
     # ------------------------------------------------------------------ teardown
 

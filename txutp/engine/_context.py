@@ -23,6 +23,7 @@ from ._config import UTPConfig
 from ._connection import UTPConnection
 from ._cookies import SynCookies
 from ._events import Event
+from ._icmp import PathError
 from ._packet import (
     HEADER,
     HEADER_SIZE,
@@ -32,6 +33,7 @@ from ._packet import (
     ST_RESET,
     ST_STATE,
     ST_SYN,
+    VERSION,
     Packet,
     PacketError,
     decode_packet,
@@ -441,6 +443,34 @@ class UTPContext:
             if conn is not None and conn.send_id == send_id:
                 conn.datagram_too_big(seq_nr, len(data), now)
                 return
+
+    def path_error(self, data: bytes, addr: Any, error: PathError, now: float) -> bool:
+        """The network reported ``error`` (ICMP) about ``data``, a datagram we sent to ``addr``.
+
+        ``data`` is what the error quotes of it (at least the 20-byte header is
+        needed). Returns whether a connection took it (see ``_icmp.py``); the rest
+        are counted in ``stats.path_errors_unmatched`` and dropped.
+        """
+        conn = None
+        ptype = seq_nr = 0
+        if len(data) >= HEADER_SIZE:
+            type_ver, _, conn_id, _, _, _, seq_nr, _ = HEADER.unpack_from(data)
+            ptype = type_ver >> 4
+            if (type_ver & 0x0F) == VERSION:
+                if ptype == ST_SYN:
+                    conn = self.connections.get((addr, conn_id))  # a SYN carries our receive id
+                else:
+                    for recv_id in ((conn_id - 1) & SEQ_MASK, (conn_id + 1) & SEQ_MASK):
+                        conn = self.connections.get((addr, recv_id))
+                        if conn is not None and conn.send_id == conn_id:
+                            break
+                        conn = None
+        if conn is None or not conn.path_error(error, ptype, seq_nr, now):
+            self.stats.path_errors_unmatched += 1
+            return False
+        self.stats.path_errors += 1
+        self._after_activity(conn, now)
+        return True
 
     # ------------------------------------------------------------------ output
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._icmp import PathError
+
 __all__ = [
     "Connected",
     "ConnectionAborted",
@@ -14,6 +16,7 @@ __all__ = [
     "DataReceived",
     "EndOfStream",
     "Event",
+    "PeerUnreachable",
     "Writable",
 ]
 
@@ -65,9 +68,23 @@ class ConnectionReset(ConnectionTerminated):
 
 @dataclass(frozen=True, slots=True)
 class ConnectionTimedOut(ConnectionTerminated):
-    """The peer stopped answering (handshake or retransmissions exhausted)."""
+    """The peer stopped answering (handshake or retransmissions exhausted).
+
+    ``path_error`` is the last ICMP error reported about the connection, if any.
+    """
 
     during_handshake: bool = False
+    path_error: PathError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUnreachable(ConnectionTerminated):
+    """The network said our SYN cannot reach the peer (an ICMP error; see ``_icmp.py``).
+
+    ``error.kind`` is ``REFUSED`` (nothing listens: port unreachable) or ``UNREACHABLE``.
+    """
+
+    error: PathError
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ for the path is fragmented by IP rather than lost for good (as libutp does).
 * A probe acknowledged raises the floor to its size; three probes of one size
   lost in a row (RFC 8899's MAX_PROBES), or one refused locally with
   ``EMSGSIZE``, lower the ceiling below it. A lost probe is not congestion.
+* An ICMP "fragmentation needed" / "packet too big" about a packet we sent
+  larger than the limit it reports lowers the ceiling to that limit (never
+  below the floor: a limit under what already got through is not believed).
 * The search ends when ceiling - floor <= 16 bytes (libutp), then restarts
   after ``mtu_search_interval`` to find a path that grew.
 * Regular packets keep the safe default size until a probe succeeds: if no DF
@@ -112,3 +115,8 @@ class MTUSearch:
         self._losses = (0, 0)
         if size - 1 < self.ceiling:
             self.ceiling = max(size - 1, self.floor)
+
+    def path_limit(self, limit: int) -> None:
+        """A router reported (ICMP) that the path takes at most ``limit`` bytes."""
+        if limit < self.ceiling:
+            self.ceiling = max(limit, self.floor)

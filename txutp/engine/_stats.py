@@ -58,6 +58,8 @@ class ConnectionStats:
     reordering_window: float = 0.0
     #: RESETs with a plausible but inexact ``ack_nr``, answered with a challenge ACK (RFC 5961).
     resets_challenged: int = 0
+    #: ICMP errors accepted for this connection (``_icmp.py``); soft ones only count.
+    path_errors: int = 0
 
 
 @dataclass(slots=True)
@@ -87,6 +89,9 @@ class ContextStats:
     syn_cookies_accepted: int = 0
     #: SYNs (or returning cookies) refused because their host had ``max_connections_per_host``.
     host_limit_refused: int = 0
+    #: ICMP errors given to a connection, and those that named no packet we have outstanding (dropped).
+    path_errors: int = 0
+    path_errors_unmatched: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dictionary."""
