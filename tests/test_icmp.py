@@ -154,3 +154,23 @@ def test_no_route_from_this_host_ends_the_connect_at_once() -> None:
     [(_, event)] = drain(ctx)
     assert event == PeerUnreachable(no_route)
     assert str(no_route) == "network unreachable (this host)"
+
+
+def test_fragmentation_needed_with_mtu_1280_brings_the_packet_size_down_at_once() -> None:
+    pair = Pair(UTPConfig(mtu_discovery=True))
+    client = pair.client
+    client.send(b"x" * 100_000, pair.now)
+    sent = pair.out_a()
+    full = [d for d in sent if len(d) == 1402]
+    assert full and client.stats().mtu == 1402
+    too_big = PathError(PathErrorKind.TOO_BIG, "fragmentation needed", max_datagram=1280 - 28)
+    assert pair.a.path_error(full[0], B, too_big, pair.now)
+    assert client.stats().mtu == 1252
+    pair.to_b(sent)
+    pair.to_a(pair.out_b())
+    later = pair.out_a()
+    assert later and max(len(d) for d in later) <= 1252
+    # A limit under the configured floor is not believed below it.
+    tiny = PathError(PathErrorKind.TOO_BIG, "fragmentation needed", max_datagram=100)
+    assert pair.a.path_error(later[-1], B, tiny, pair.now)
+    assert client.stats().mtu == UTPConfig().mtu_floor_ipv4

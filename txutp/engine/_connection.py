@@ -42,7 +42,7 @@ from ._events import (
     PeerUnreachable,
     Writable,
 )
-from ._icmp import PathError, PathErrorKind
+from ._icmp import PathError, PathErrorKind, PathErrorRecord
 from ._mtu import DontFragment, MTUSearch
 from ._packet import (
     HEADER_SIZE,
@@ -58,6 +58,7 @@ from ._packet import (
     write_packet,
 )
 from ._recovery import GIVE_UP, PROBE, Recovery, SentPacket
+from ._resets import ResetValidator
 from ._state import ConnectionState, Input, next_state
 from ._stats import ConnectionStats
 from ._timers import Timer, TimerTable
@@ -93,8 +94,6 @@ class UTPConnection:
 
     __slots__ = (
         "_confirm_tries",
-        "_challenge_at",
-        "_challenge_seq",
         "_events",
         "_keepalive_due",
         "_last_heard",
@@ -102,14 +101,14 @@ class UTPConnection:
         "_mtu",
         "_next_reverse_sample",
         "_out",
-        "_path_error",
+        "_path_errors",
         "_probe_interval",
         "_probe_seq",
         "_recovery",
         "_recv",
         "_reply_micro",
+        "_resets",
         "_send",
-        "_syn_errors",
         "_syn_sent_at",
         "_syn_seq",
         "_syn_tries",
@@ -125,9 +124,7 @@ class UTPConnection:
         "packet_size",
         "packets_received",
         "packets_sent",
-        "path_errors",
         "peer_addr",
-        "resets_challenged",
         "recv_id",
         "send_id",
         "state",
@@ -188,12 +185,8 @@ class UTPConnection:
         self._syn_tries = 0
         self._confirm_tries = 0
         self._keepalive_due = False
-        # RESET validation (RFC 5961's challenge ACK, on uTP's wire).
-        self._challenge_seq: int | None = None
-        self._challenge_at = -1e9
-        # ICMP errors (_icmp.py): the last one, and which SYN transmissions drew one (a bit per try).
-        self._path_error: PathError | None = None
-        self._syn_errors = 0
+        self._resets = ResetValidator()
+        self._path_errors = PathErrorRecord()
 
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
@@ -204,8 +197,6 @@ class UTPConnection:
         self.packets_received = 0
         self.duplicate_packets = 0
         self.dropped_packets = 0
-        self.resets_challenged = 0
-        self.path_errors = 0
 
     @classmethod
     def connect(
@@ -427,7 +418,7 @@ class UTPConnection:
     def _on_syn_timer(self, now: float) -> None:
         if self._syn_tries >= self.config.syn_retries:
             self._terminate(
-                Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True, path_error=self._path_error), now
+                Input.TIMED_OUT, ConnectionTimedOut(during_handshake=True, path_error=self._path_errors.last), now
             )
         else:
             self._syn_tries += 1
@@ -442,12 +433,12 @@ class UTPConnection:
 
     def _on_idle_timer(self, now: float) -> None:
         # Nothing in flight (the RTO covers that case) and nothing heard, keep-alives included.
-        self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_error), now)
+        self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_errors.last), now)
 
     def _on_recovery_timer(self, now: float) -> None:
         action = self._recovery.on_timer(now)
         if action == GIVE_UP:
-            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_error), now)
+            self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_errors.last), now)
         elif action == PROBE:
             self._send_tail_probe(now)
 
@@ -517,8 +508,8 @@ class UTPConnection:
             spurious_retransmissions=rec.spurious_retransmissions,
             undos=rec.undos,
             reordering_window=rec.reorder_window,
-            resets_challenged=self.resets_challenged,
-            path_errors=self.path_errors,
+            resets_challenged=self._resets.challenged,
+            path_errors=self._path_errors.count,
         )
 
     # ------------------------------------------------------------------ receiving
@@ -621,33 +612,14 @@ class UTPConnection:
         self._wake()
 
     def _reset_exact(self, pkt: Packet, now: float) -> bool:
-        """Is a RESET (already within the window) exact, or does it get a challenge ACK?
-
-        libutp and libtorrent answer a packet of a connection they no longer know with a
-        RESET whose ``ack_nr`` is that packet's ``seq_nr``: our newest DATA or FIN, our
-        ACKs (which carry the next sequence number) and our last challenge qualify. An
-        aborting txutp peer's RESET carries its next ``seq_nr``, which is exact when it is
-        the one we expect (RFC 5961 §3.2's ``SEQ == RCV.NXT``). Any other RESET within
-        the window draws a challenge ACK, which a peer that really forgot us answers
-        exactly one round trip later. A blind RESET must hit one of four values instead
-        of a whole window.
-        """
+        """Is a RESET (already within the window) exact? If not, send a challenge ACK (``_resets.py``)."""
         if self.state is ConnectionState.SYN_SENT:
             return True  # it answers our SYN: acceptable() already required its seq_nr
         nxt = self._recovery.next_seq
-        ack_nr = pkt.ack_nr
-        if (
-            ack_nr == nxt
-            or ack_nr == (nxt - 1) & SEQ_MASK
-            or ack_nr == self._challenge_seq
-            or pkt.seq_nr == (self._recv.ack_nr + 1) & SEQ_MASK
-        ):
+        resets = self._resets
+        if resets.is_exact(pkt.ack_nr, pkt.seq_nr, next_seq=nxt, expected_seq=(self._recv.ack_nr + 1) & SEQ_MASK):
             return True
-        rtt = self._recovery.rtt.srtt
-        if now - self._challenge_at >= min(max(rtt or 1.0, 0.05), 1.0):
-            self._challenge_at = now
-            self._challenge_seq = nxt  # the seq_nr of our next packet, ACK or DATA
-            self.resets_challenged += 1
+        if resets.challenge(nxt, self._recovery.rtt.srtt, now):
             self._recv.ack_pending = True
             self._wake()
         return False
@@ -891,18 +863,13 @@ class UTPConnection:
                 return False
         else:
             return False
-        self.path_errors += 1
-        kind = error.kind
-        if kind is PathErrorKind.TOO_BIG:
+        if error.kind is PathErrorKind.TOO_BIG:
+            self._path_errors.record(error)
             limit = error.max_datagram
             if entry is not None and limit is not None and len(entry.payload) + HEADER_SIZE > limit:
                 self._path_too_big(seq_nr, len(entry.payload) + HEADER_SIZE, limit, now)
-            return True
-        self._path_error = error
-        if state is ConnectionState.SYN_SENT:
-            self._syn_errors |= 1 << self._syn_tries
-            if kind is PathErrorKind.REFUSED or error.local or self._syn_errors.bit_count() >= 2:
-                self._terminate(Input.TIMED_OUT, PeerUnreachable(error), now)
+        elif self._path_errors.record(error, syn_try=self._syn_tries if state is ConnectionState.SYN_SENT else None):
+            self._terminate(Input.TIMED_OUT, PeerUnreachable(error), now)
         return True
 
     def _path_too_big(self, seq_nr: int, size: int, limit: int, now: float) -> None:

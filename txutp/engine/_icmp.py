@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["PathError", "PathErrorKind"]
+__all__ = ["PathError", "PathErrorKind", "PathErrorRecord"]
 
 
 class PathErrorKind(Enum):
@@ -61,3 +61,27 @@ class PathError:
             return self.description
         host = self.offender[0] if isinstance(self.offender, tuple) else self.offender
         return f"{self.description} (ICMP from {host})"
+
+
+class PathErrorRecord:
+    """One connection's ICMP errors, already checked against what it sent: counted, the last kept."""
+
+    __slots__ = ("count", "last", "_syn_reports")
+
+    def __init__(self) -> None:
+        #: Errors accepted (``ConnectionStats.path_errors``).
+        self.count = 0
+        #: The last error other than ``TOO_BIG``: the reason a later timeout carries.
+        self.last: PathError | None = None
+        self._syn_reports = 0  # a bit per SYN transmission reported
+
+    def record(self, error: PathError, *, syn_try: int | None = None) -> bool:
+        """Count ``error``; return whether it ends a connect (``syn_try``: the SYN's transmission it concerns)."""
+        self.count += 1
+        if error.kind is PathErrorKind.TOO_BIG:
+            return False
+        self.last = error
+        if syn_try is None:
+            return False  # a soft error
+        self._syn_reports |= 1 << syn_try
+        return error.kind is PathErrorKind.REFUSED or error.local or self._syn_reports.bit_count() >= 2

@@ -10,8 +10,9 @@ for the path is fragmented by IP rather than lost for good (as libutp does).
   lost in a row (RFC 8899's MAX_PROBES), or one refused locally with
   ``EMSGSIZE``, lower the ceiling below it. A lost probe is not congestion.
 * An ICMP "fragmentation needed" / "packet too big" about a packet we sent
-  larger than the limit it reports lowers the ceiling to that limit (never
-  below the floor: a limit under what already got through is not believed).
+  larger than the limit it reports brings the ceiling, and every packet, down
+  to that limit at once (never below the configured floor, ``mtu_floor_ipv4``
+  / ``mtu_floor_ipv6``).
 * The search ends when ceiling - floor <= 16 bytes (libutp), then restarts
   after ``mtu_search_interval`` to find a path that grew.
 * Regular packets keep the safe default size until a probe succeeds: if no DF
@@ -117,6 +118,11 @@ class MTUSearch:
             self.ceiling = max(size - 1, self.floor)
 
     def path_limit(self, limit: int) -> None:
-        """A router reported (ICMP) that the path takes at most ``limit`` bytes."""
+        """A router reported (ICMP) that the path takes at most ``limit`` bytes: no packet goes above it."""
+        limit = max(limit, self._lowest)
         if limit < self.ceiling:
             self.ceiling = max(limit, self.floor)
+        if limit < self.default:
+            self.default = limit
+        if limit < self.floor:
+            self.floor = limit
