@@ -19,7 +19,10 @@ Rows:
    drains ``DataReceived``; every step moves the sender's datagrams into the
    receiver, the receiver's back into the sender, on a virtual clock;
 5. the same transfer through :class:`txutp.simulator.Network` over a
-   ``LinkConfig(delay=0.001)`` link, to show the simulator's own overhead.
+   ``LinkConfig(delay=0.001)`` link, to show the simulator's own overhead;
+6. row 4 with the receiver's output collected after every datagram (one ACK per DATA);
+7. row 4 with both ends traced (``txutp.trace.TraceWriter`` to ``/dev/null``): what
+   tracing costs when on; row 4 is the cost when off.
 
 Each row runs ``--repeat`` times; the table shows the median rate with the
 minimum and maximum. Rates of rows 4 and 5 count nominal full data packets
@@ -34,6 +37,7 @@ import argparse
 import gc
 import hashlib
 import json
+import os
 import platform
 import random
 import statistics
@@ -62,6 +66,7 @@ from txutp.engine import (
     encode_packet,
 )
 from txutp.simulator import LinkConfig, Network
+from txutp.trace import TraceWriter
 
 PAYLOAD = 1382  # a full packet's payload on IPv4 with the default 1402-byte packets
 STEP = 0.0005  # virtual seconds per step of the in-memory loop
@@ -255,15 +260,30 @@ def _conn_info(conn: UTPConnection, steps: int) -> dict[str, float]:
     }
 
 
-def run_direct(source: Source, expected: str, ack_every_datagram: bool = False) -> Transfer:
-    """Rows 4 and 6: two contexts joined in memory, stepped on a virtual clock.
+def _trace_to_devnull(conn: UTPConnection, now: float) -> TraceWriter:
+    return TraceWriter(
+        os.devnull,
+        local="bench",
+        peer=conn.peer_addr,
+        recv_id=conn.recv_id,
+        send_id=conn.send_id,
+        initiator=conn.initiator,
+        start=now,
+    )
+
+
+def run_direct(source: Source, expected: str, ack_every_datagram: bool = False, traced: bool = False) -> Transfer:
+    """Rows 4, 6 and 7: two contexts joined in memory, stepped on a virtual clock.
 
     With ``ack_every_datagram`` the receiver's output is collected after every
     datagram (one ACK per DATA packet, the worst case for the sender's ACK path)
-    instead of once per batch.
+    instead of once per batch. With ``traced`` both ends write a trace
+    (``txutp.trace``) to ``/dev/null``: the cost of tracing on.
     """
     sctx = UTPContext(random_bits=random.Random(1).getrandbits)
     rctx = UTPContext(accepting=True, random_bits=random.Random(2).getrandbits)
+    if traced:
+        sctx.tracer_factory = rctx.tracer_factory = _trace_to_devnull
     clock = Clock()
     sender = Sender(source, clock)
     receiver = Receiver()
@@ -414,6 +434,7 @@ def run_all(repeat: int, packets: int, progress: Callable[[str], None]) -> list[
         ("engine loop encode->decode->receive", run_direct),
         ("same via simulator (1 ms link)", run_simulated),
         ("engine loop, one ACK per DATA", partial(run_direct, ack_every_datagram=True)),
+        ("engine loop, both ends traced", partial(run_direct, traced=True)),
     ]
     for name, run in transfers:
         progress(name)

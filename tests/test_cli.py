@@ -339,3 +339,31 @@ def test_progress_line_on_a_terminal(cats) -> None:
     assert server.wait() == 0
     assert re.search(rb"\r\x1b\[Ksent 97\.7 KiB, received 0 B in [\d.]+ s \([\d.]+ [KM]iB/s\), rtt [\d.]+ ms", output)
     assert output.endswith(b"\r\n")  # the last line is finished, not left to be overwritten
+
+
+def test_trace_writes_a_trace_that_plots(cats, tmp_path) -> None:
+    """``--trace FILE`` traces the connection; ``python -m txutp.plot`` draws it."""
+    from txutp.trace import read_trace, summarize
+
+    server = cats("-v", "-l", "-s", "127.0.0.1", "--trace", str(tmp_path / "server"), "0", stdin=subprocess.DEVNULL)
+    port = server.listeningPort()
+    client = cats("--trace", str(tmp_path / "client.jsonl"), "127.0.0.1", str(port), stdin=subprocess.PIPE)
+    client.process.stdin.write(b"z" * 200_000)
+    client.process.stdin.close()
+    assert client.wait() == 0, client.stderr
+    assert server.wait() == 0, server.stderr
+    assert bytes(server.stdout) == b"z" * 200_000
+    header, events = read_trace(tmp_path / "client.jsonl")
+    assert header["connection"]["initiator"] is True
+    assert summarize(events)["payload_bytes_sent"] == 200_000
+    [serverTrace] = (tmp_path / "server").iterdir()
+    assert serverTrace.name.endswith("-server.jsonl")
+    assert summarize(read_trace(serverTrace)[1])["bytes_received"] == 200_000
+    plotted = subprocess.run(
+        [sys.executable, "-m", "txutp.plot", tmp_path / "client.jsonl", serverTrace, "-o", tmp_path / "p.png"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ No socket is opened (``forbidSockets``): time is the clock's, the network a
 from __future__ import annotations
 
 import dataclasses
+import os
 import struct
 
 from twisted.internet import error, task
@@ -17,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txutp import UTPConfig, UTPMultiplexer
 from txutp.carriers import BatchingCarrier, CarrierAddress, MemoryCarrier, MemoryNetwork
 from txutp.engine import ConnectionState
+from txutp.trace import read_trace, summarize
 from txutp.transport import UTPConnectionReset
 
 from .twisted_helpers import (
@@ -431,3 +433,66 @@ class ConnectionIdTests(SynchronousTestCase):
         self.assertIsInstance(self.pair.result(served), Collector)
         self.assertEqual(accepted, [])
         self.assertTrue(all(t.connection.state is ConnectionState.CONNECTED for t in self.pair.server.connections()))
+
+
+class MetricsAndTraceTests(SynchronousTestCase):
+    """``metrics()`` adds up live and ended connections; ``config.trace`` traces each connection."""
+
+    def setUp(self) -> None:
+        forbidSockets(self)
+
+    def test_metrics_count_live_and_ended_connections(self) -> None:
+        pair = ClockedPair()
+        pair.server.startListening(echoFactory())
+        self.assertEqual(pair.server.metrics()["listening"], 1)
+        client = pair.connect(Factory.forProtocol(Collector))
+        client.transport.write(b"m" * 5000)
+        pair.run(lambda: len(client.data) == 5000)
+        live = pair.server.metrics()
+        self.assertEqual(live["connections"], 1)
+        self.assertEqual(live["connections_by_state"], {"connected": 1})
+        self.assertEqual(live["bytes_received"], 5000)
+        self.assertEqual(live["syns_accepted"], 1)
+        self.assertGreaterEqual(live["datagrams_received"], 5)
+        client.transport.loseConnection()
+        pair.run(lambda: not pair.server.context.connections and not pair.client.context.connections)
+        ended = pair.server.metrics()
+        self.assertEqual((ended["connections"], ended["connections_by_state"]), (0, {}))
+        self.assertEqual(ended["bytes_received"], 5000)  # kept once the connection is gone
+        self.assertEqual(ended["bytes_sent"], 5000)
+        self.assertEqual(pair.client.metrics()["bytes_sent"], 5000)
+
+    def test_config_trace_writes_one_file_per_connection(self) -> None:
+        directory = self.mktemp()
+        pair = ClockedPair(dataclasses.replace(FAST, trace=directory))
+        pair.server.startListening(echoFactory())
+        for _ in range(2):
+            client = pair.connect(Factory.forProtocol(Collector))
+            client.transport.write(b"t" * 3000)
+            pair.run(lambda client=client: len(client.data) == 3000)
+            client.transport.loseConnection()
+        pair.run(lambda: not pair.server.context.connections and not pair.client.context.connections)
+        names = sorted(os.listdir(directory))
+        self.assertEqual(len(names), 4, names)  # two connections, both ends (one directory for both here)
+        self.assertEqual(sum(n.endswith("-client.jsonl") for n in names), 2)
+        for name in names:
+            summary = summarize(read_trace(os.path.join(directory, name))[1])
+            self.assertEqual(summary["payload_bytes_sent"], 3000, name)
+            self.assertGreater(summary["packets_received"], 0, name)
+
+    def test_the_environment_variable_traces_a_process(self) -> None:
+        path = os.path.join(self.mktemp() + "-dir", "first.jsonl")
+        os.makedirs(os.path.dirname(path))
+        self.patch(os, "environ", dict(os.environ, TXUTP_TRACE=path))
+        pair = ClockedPair()
+        pair.server.startListening(echoFactory())
+        client = pair.connect(Factory.forProtocol(Collector))
+        client.transport.write(b"e" * 100)
+        pair.run(lambda: len(client.data) == 100)
+        client.transport.loseConnection()
+        pair.run(lambda: not pair.client.context.connections)  # the trace is complete once it ends
+        header, events = read_trace(path)
+        self.assertTrue(header["connection"]["initiator"])  # the client's connection started first
+        self.assertIn("packet_sent", {e["name"] for e in events})
+        pair.client.traceConnections(None)
+        self.assertIsNone(pair.client.context.tracer_factory)

@@ -56,6 +56,17 @@ class ServerStringTests(TestCase):
             else:
                 self.assertEqual(endpoint._config.backlog, backlog, description)
 
+    def test_trace(self) -> None:
+        endpoint = self.parse("utp:6881:trace=/tmp/traces")
+        self.assertEqual(endpoint._config.trace, "/tmp/traces")
+        client = clientFromString(reactor, "utp:127.0.0.1:6881:trace=one.jsonl")
+        assert isinstance(client, UTPClientEndpoint)
+        self.assertEqual(client._config.trace, "one.jsonl")
+        for description in ("utp:6881:trace=", "utp:127.0.0.1:6881:trace="):
+            with self.assertRaises(ValueError) as caught:
+                (clientFromString if "127" in description else serverFromString)(reactor, description)
+            self.assertIn("'trace'", str(caught.exception))
+
     def test_errors_name_the_key(self) -> None:
         cases = {
             "utp:": "port",

@@ -274,7 +274,7 @@ def test_tail_loss_probe_comes_before_the_rto_and_resends_the_newest() -> None:
     deadline = rec.deadline()
     assert deadline is not None and deadline < (rec.rto_deadline or 0.0)
     assert rec.on_timer(deadline) == PROBE
-    assert rec.probe_with_retransmission()
+    assert rec.probe_with_retransmission(0.0)
     assert resend_all(rec, deadline) == [s[2]]
     assert rec.tail_loss_probes == 1 and "loss" not in cc.calls
     assert rec.deadline() == rec.rto_deadline  # one probe per flight; then the RTO
@@ -292,7 +292,7 @@ def test_a_probe_answered_by_the_original_is_not_congestion() -> None:
     s = send(rec, 1, 0.0)
     deadline = rec.deadline() or 0.0
     rec.on_timer(deadline)
-    rec.probe_with_retransmission()
+    rec.probe_with_retransmission(0.0)
     resend_all(rec, deadline)
     ack(rec, s[0], deadline + 0.01)  # sooner than a round trip: the original's ACK was late
     assert "loss" not in cc.calls and rec.spurious_retransmissions == 1

@@ -161,6 +161,33 @@ class TwistdTests(TestCase):
         self.assertIn(b"Server Shut Down.", twistd.output)
         self.assertNotIn(b"Traceback", twistd.output)
 
+    async def test_metrics_for_prometheus(self) -> None:
+        port = freePort(socket.SOCK_DGRAM)
+        metricsPort = freePort(socket.SOCK_STREAM)
+        await self.start(
+            "utp",
+            "--listen",
+            f"utp:{port}:interface=127.0.0.1",
+            "--echo",
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+        exchange = Exchange(b"ping" * 1000)
+        await connectProtocol(UTPClientEndpoint(reactor, "127.0.0.1", port, timeout=10), exchange)
+        await exchange.done
+        response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{metricsPort}/metrics".encode())
+        text = (await readBody(response)).decode()
+        self.assertEqual(response.code, 200)
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        self.assertGreaterEqual(samples["txutp_syns_accepted_total"], 1)
+        self.assertGreaterEqual(samples["txutp_bytes_received_total"], 4000)  # the echoed payload, at least
+        self.assertEqual(samples["txutp_listening"], 1)
+        self.assertIn("txutp_connections", samples)  # a gauge: no _total
+
     async def test_web_over_utp(self) -> None:
         root = tempDir(self)
         body = os.urandom(100_000)

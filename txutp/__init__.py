@@ -5,7 +5,7 @@ network simulator in :mod:`txutp.simulator`. Importing :mod:`txutp` imports
 neither Twisted nor the reactor: the Twisted-facing names
 (:class:`UTPServerEndpoint`, :class:`UTPClientEndpoint`, :class:`UTPTransport`,
 :class:`UTPMultiplexer`, :func:`listenUTP` and the port registry's
-:func:`acquireMultiplexer` and :func:`activeMultiplexers`) are loaded on first
+:func:`acquireMultiplexer`, :func:`activeMultiplexers` and :func:`activeMetrics`) are loaded on first
 access. Carriers other than UDP are in :mod:`txutp.carriers`.
 """
 
@@ -18,7 +18,7 @@ from .engine import UTPConfig
 
 if TYPE_CHECKING:
     from ._multiplexer import MultiplexerStats, UTPMultiplexer
-    from ._registry import acquireMultiplexer, activeMultiplexers
+    from ._registry import acquireMultiplexer, activeMetrics, activeMultiplexers
     from ._udp import listenUTP
     from .endpoints import UTPClientEndpoint, UTPServerEndpoint
     from .transport import UTPTransport
@@ -32,6 +32,7 @@ __all__ = [
     "UTPTransport",
     "__version__",
     "acquireMultiplexer",
+    "activeMetrics",
     "activeMultiplexers",
     "listenUTP",
 ]
@@ -45,6 +46,7 @@ _LAZY = {
     "listenUTP": "txutp._udp",
     "acquireMultiplexer": "txutp._registry",
     "activeMultiplexers": "txutp._registry",
+    "activeMetrics": "txutp._registry",
 }
 
 

@@ -22,15 +22,17 @@ carrier runs) the multiplexer lets the connections being closed finish their
 close handshake, for at most :attr:`~UTPMultiplexer.shutdownGrace` seconds,
 and resets those that do not (:meth:`~UTPMultiplexer.finishClosing`): a
 process that exits takes its connections with it, so every peer must have had
-its answer or a RESET by then.
-
-Transports see their multiplexer only as a :class:`~txutp.transport.TransportOwner`.
-The registry that shares UDP ports between endpoints is :mod:`txutp._registry`.
+its answer or a RESET by then. Its :class:`~txutp._shutdown.CloseFinisher`
+does that; its :class:`~txutp._handshakes.Handshakes` keeps the connections
+until their handshake is over (``connect``, ``expect``, accept). Transports
+see their multiplexer only as a :class:`~txutp.transport.TransportOwner`. The
+registry that shares UDP ports between endpoints is :mod:`txutp._registry`.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,33 +40,17 @@ from typing import Any
 from twisted.internet import error
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._handshakes import Handshakes
+from ._shutdown import CloseFinisher
 from .carriers import BatchingCarrier, asIAddress
-from .engine import (
-    Connected,
-    ConnectionIdInUse,
-    ConnectionLimitError,
-    ConnectionReset,
-    ConnectionState,
-    ConnectionTerminated,
-    ConnectionTimedOut,
-    Event,
-    Packet,
-    PacketType,
-    PathError,
-    PathErrorKind,
-    PeerUnreachable,
-    UTPConfig,
-    UTPConnection,
-    UTPContext,
-    encode_packet,
-)
-from .transport import UTPConnectionRefused, UTPNoRoute, UTPTransport
+from .engine import ENDED_COUNTERS, ConnectionState, Event, PathError, UTPConfig, UTPConnection, UTPContext
+from .transport import UTPTransport
 
 __all__ = ["MultiplexerStats", "UTPMultiplexer"]
 
@@ -72,9 +58,8 @@ __all__ = ["MultiplexerStats", "UTPMultiplexer"]
 Reactor = Any
 Datagrams = list[tuple[bytes, Any]]
 
-_M16 = 0xFFFF
-
 _log = Logger()
+
 
 
 @dataclass(slots=True)
@@ -129,16 +114,6 @@ class _SharedDatagramTransport:
         return self._mux.getHost()
 
 
-class _Pending:
-    """A connection asked for (``connect``, ``expect``) whose handshake has not finished."""
-
-    def __init__(self, factory: IProtocolFactory, deferred: Deferred[IProtocol], address: IAddress) -> None:
-        self.factory = factory
-        self.deferred = deferred
-        self.address = address
-        self.timeoutCall: IDelayedCall | None = None
-
-
 class UTPMultiplexer(DatagramProtocol):
     """Every uTP connection on one carrier (a UDP port, or any other), driven by one engine context.
 
@@ -191,8 +166,14 @@ class UTPMultiplexer(DatagramProtocol):
         self._send: Callable[[Datagrams], None] = self._writeEach
         self._batching = False
         self._transports: dict[UTPConnection, UTPTransport] = {}
-        self._connecting: dict[UTPConnection, _Pending] = {}
-        self._expected: dict[tuple[Any, int], _Pending] = {}
+        self._handshakes = Handshakes(
+            reactor,
+            self.context,
+            scheduleFlush=self.scheduleFlush,
+            listenFactory=lambda: self.listenFactory,
+            startTransport=self._startTransport,
+            released=self._maybeClose,
+        )
         self._pendingDelivery: dict[UTPTransport, None] = {}
         self._watched: dict[UTPTransport, None] = {}
         self._holds = 0
@@ -211,10 +192,52 @@ class UTPMultiplexer(DatagramProtocol):
         self.shutdownGrace: float = self.config.shutdown_grace
         self._shutdownTrigger: Any = None
         self._shuttingDown = False
-        self._finishing: list[Deferred[None]] = []
-        self._finishCall: IDelayedCall | None = None
-        #: While :meth:`finishClosing` waits: connections known to be still closing.
-        self._owing: dict[UTPConnection, None] = {}
+        self._finisher = CloseFinisher(
+            reactor, self.context, send=self._sendNow, flush=self.flush, disconnecting=self._disconnecting
+        )
+
+    def traceConnections(self, path: str | None) -> None:
+        """Trace the connections opened from now on (``None``: stop); see ``docs/observing.rst``.
+
+        A ``path`` ending in ``.jsonl`` gets the first connection's trace; any
+        other is a directory, created if missing, with one file per connection
+        (named by :func:`txutp.trace.trace_file_name`). ``config.trace``, or the
+        environment variable ``TXUTP_TRACE``, does this when the carrier starts.
+        """
+        from .trace import address_text, trace_directory, trace_file
+
+        if path is None:
+            self.context.tracer_factory = None
+            return
+        local = address_text(self._host)
+        factory = trace_file(path, local) if path.endswith(".jsonl") else trace_directory(path, local)
+        self.context.tracer_factory = factory
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and gauges of this port for monitoring (``docs/observing.rst``; ``txutp.prometheus``).
+
+        Flat numbers (the carrier's and the context's counters, totals of the
+        connections' retransmissions, timeouts and the like, live and ended),
+        the gauges ``connections``, ``half_open`` and ``listening``, and
+        ``connections_by_state``, a mapping from state to count.
+        """
+        context = self.context
+        byState: dict[str, int] = {}
+        totals = dict.fromkeys(ENDED_COUNTERS, 0)
+        for conn in context.connections.values():
+            stats = conn.stats()
+            byState[stats.state.lower()] = byState.get(stats.state.lower(), 0) + 1
+            for name in ENDED_COUNTERS:
+                totals[name] += getattr(stats, name)
+        ended = context.ended_totals
+        result: dict[str, Any] = {**self.stats.as_dict(), **context.stats.as_dict()}
+        for name in ENDED_COUNTERS:
+            result[name] = totals[name] + ended.get(name, 0)
+        result["connections"] = len(context.connections)
+        result["connections_by_state"] = byState
+        result["half_open"] = context.half_open
+        result["listening"] = int(self.listenFactory is not None)
+        return result
 
     @property
     def port(self) -> Any:
@@ -230,6 +253,9 @@ class UTPMultiplexer(DatagramProtocol):
         host = carrier.getHost()
         self._ipv6Carrier = isinstance(host, IPv6Address)
         self._host = asIAddress(host)
+        trace = self.config.trace or os.environ.get("TXUTP_TRACE") or None
+        if trace is not None and self.context.tracer_factory is None:
+            self.traceConnections(trace)
         if isinstance(carrier, BatchingCarrier):
             self._batching = True
             # The UDP port counts what it sends into our stats itself (leaving out what the socket refused).
@@ -254,7 +280,7 @@ class UTPMultiplexer(DatagramProtocol):
             trigger, self._shutdownTrigger = self._shutdownTrigger, None
             self.reactor.removeSystemEventTrigger(trigger)
         now = self.reactor.seconds()
-        resets = self._resetAll(now)
+        resets = self._finisher.resetAll(now)
         out = resets + self.context.datagrams_to_send(now)
         if out:
             try:
@@ -267,13 +293,7 @@ class UTPMultiplexer(DatagramProtocol):
                 call.cancel()
         self._flushCall = self._timerCall = None
         self._timerAt = None
-        closed = error.ConnectError("the uTP port was closed")
-        for conn, pending in list(self._connecting.items()):
-            del self._connecting[conn]
-            self._failPending(pending, Failure(closed))
-        for key, pending in list(self._expected.items()):
-            del self._expected[key]
-            self._failPending(pending, Failure(closed))
+        self._handshakes.failAll(error.ConnectError("the uTP port was closed"))
         for transport in list(self._transports.values()):
             transport.carrierClosed()
         self._transports.clear()
@@ -289,7 +309,7 @@ class UTPMultiplexer(DatagramProtocol):
             factory.doStop()
         if self.datagramProtocol is not None:
             self.datagramProtocol.doStop()
-        self._finishDone()
+        self._finisher.stop()
         if not self._closing:
             # The carrier stopped by itself (the reactor shut the port down).
             self._fireClosed()
@@ -337,9 +357,7 @@ class UTPMultiplexer(DatagramProtocol):
     @property
     def inUse(self) -> bool:
         """Someone needs the carrier: a listening port, a connection, a pending connect or expect, a hold."""
-        return bool(
-            self.listenFactory is not None or self._transports or self._connecting or self._expected or self._holds
-        )
+        return bool(self.listenFactory is not None or self._transports or self._handshakes or self._holds)
 
     def _maybeClose(self) -> None:
         """With ``closeWhenUnused``, stop the carrier if nobody uses it and no connection lingers.
@@ -428,18 +446,11 @@ class UTPMultiplexer(DatagramProtocol):
             timeout = self.shutdownGrace
         if self._closed:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._finishing.append(d)
-        delay = max(0.0, timeout)
-        call = self._finishCall
-        if call is None or self.reactor.seconds() + delay < call.getTime():
-            if call is not None and call.active():
-                call.cancel()
-            self._finishCall = self.reactor.callLater(delay, self._finishExpired)
+        d = self._finisher.wait(timeout)
         if self._transports or self._flushing:
             self.scheduleFlush()  # look again once this turn's other shutdown code ran
         else:
-            self._checkFinished()
+            self._finisher.check()
         return d
 
     def _beforeShutdown(self) -> Deferred[None]:
@@ -457,91 +468,14 @@ class UTPMultiplexer(DatagramProtocol):
         d.addCallback(lambda _: self._maybeClose())
         return d
 
-    def _owesClose(self, conn: UTPConnection) -> bool:
-        """Is ``conn`` being closed, its close handshake unfinished?"""
-        state = conn.state
-        if state is ConnectionState.LINGER:
-            return not conn.close_complete
-        if state is ConnectionState.CLOSING:
-            return True
-        if state in (ConnectionState.CONNECTED, ConnectionState.FIN_SENT, ConnectionState.FIN_RECEIVED):
-            transport = self._transports.get(conn)
-            return transport is not None and transport.disconnecting  # loseConnection: flushing its buffer
-        return False  # handshakes, and CLOSED
+    def _disconnecting(self, conn: UTPConnection) -> bool:
+        """For the finisher: has the application called ``loseConnection`` on ``conn``'s transport?"""
+        transport = self._transports.get(conn)
+        return transport is not None and transport.disconnecting
 
-    def _checkFinished(self) -> None:
-        """While :meth:`finishClosing` waits (after each flush): has every connection being closed finished?
-
-        Only the connections known to be closing are looked at, until none is
-        left; then every connection, for those closed since.
-        """
-        if not self._finishing:
-            return
-        resets = self._settled()
-        owing = self._owing
-        if not owing:
-            for conn in self.context.connections.values():
-                if self._owesClose(conn):
-                    owing[conn] = None
-        if resets:
-            self._send(resets)
-        if not owing:
-            self._finishDone()
-
-    def _settled(self) -> Datagrams:
-        """Forget the closing connections that finished; RESETs for those whose linger ended before the peer's FIN."""
-        resets: Datagrams = []
-        owing = self._owing
-        for conn in list(owing):
-            if not self._owesClose(conn):
-                del owing[conn]
-                if conn.lingered and not conn.peer_fin_received:
-                    resets.append(self._resetDatagram(conn))  # the engine gave up on the FIN; now the peer knows
-        return resets
-
-    def _finishExpired(self) -> None:
-        """:meth:`finishClosing`'s time is up: reset every connection still being closed."""
-        self._finishCall = None
-        now = self.reactor.seconds()
-        resets = self._settled()
-        for conn in list(self.context.connections.values()):
-            if self._owesClose(conn):
-                if conn.state is ConnectionState.LINGER:
-                    resets.append(self._resetDatagram(conn))  # abort() says nothing to a lingering peer
-                conn.abort(now)
-        if resets:
-            self._send(resets)
-        self.flush()  # the protocols learn (ConnectionAborted), the RESETs leave
-        self._finishDone()
-
-    def _finishDone(self) -> None:
-        call, self._finishCall = self._finishCall, None
-        if call is not None and call.active():
-            call.cancel()
-        self._owing.clear()
-        waiters, self._finishing = self._finishing, []
-        for d in waiters:
-            d.callback(None)
-
-    def _resetAll(self, now: float) -> Datagrams:
-        """Abort every connection; return the RESETs that ``abort`` does not send (to lingering peers owed one)."""
-        resets = self._settled()
-        for conn in list(self.context.connections.values()):
-            if conn.state is ConnectionState.LINGER and not conn.close_complete:
-                resets.append(self._resetDatagram(conn))
-            conn.abort(now)
-        return resets
-
-    @staticmethod
-    def _resetDatagram(conn: UTPConnection) -> tuple[bytes, Any]:
-        """The RESET ``conn.abort()`` would send, for a connection past the point where it sends one.
-
-        Its ``seq_nr`` is our next sequence number (past our FIN) and its
-        ``ack_nr`` the peer's last packet received in order: what the peer's
-        RFC 5961 check takes as exact.
-        """
-        reset = Packet(PacketType.RESET, conn.send_id, 0, 0, 0, conn.final_seq_nr, conn.final_ack_nr)
-        return encode_packet(reset), conn.peer_addr
+    def _sendNow(self, datagrams: Datagrams) -> None:
+        """For the finisher: hand ``datagrams`` to the carrier now, outside a flush."""
+        self._send(datagrams)
 
     # ------------------------------------------------------------------ listening
 
@@ -605,35 +539,8 @@ class UTPMultiplexer(DatagramProtocol):
         """
         if self.closing:
             raise error.ConnectError("the uTP port is closed")
-        target = self.carrierAddress(address)
-        peer = asIAddress(address)
-        conn: UTPConnection | None = None
-
-        def cancel(d: Deferred[IProtocol]) -> None:
-            if conn is not None and conn in self._connecting:
-                pending = self._connecting.pop(conn)
-                conn.abort(self.reactor.seconds())
-                self._failPending(pending, Failure(error.ConnectingCancelledError(peer)))
-                self.scheduleFlush()
-
-        now = self.reactor.seconds()
-        try:
-            if connectionId is None:
-                conn = self.context.connect(target, now)
-            else:
-                conn = self.context.connect(target, now, connection_id=connectionId)
-        except ConnectionLimitError as e:
-            return fail(error.ConnectError(string=str(e)))
-        except ConnectionIdInUse:
-            return fail()
-        d: Deferred[IProtocol] = Deferred(cancel)
-        pending = _Pending(factory, d, peer)
-        self._connecting[conn] = pending
-        factory.doStart()
-        if timeout is not None:
-            pending.timeoutCall = self.reactor.callLater(timeout, self._connectTimedOut, conn)
-        self.scheduleFlush()
-        return d
+        target, peer = self.carrierAddress(address), asIAddress(address)
+        return self._handshakes.connect(target, peer, factory, timeout, connectionId)
 
     def expect(
         self, address: Any, connectionId: int, factory: IProtocolFactory, timeout: float | None = None
@@ -651,56 +558,8 @@ class UTPMultiplexer(DatagramProtocol):
         """
         if self.closing:
             raise error.ConnectError("the uTP port is closed")
-        target = self.carrierAddress(address)
-        key = (target, connectionId & _M16)
-        peer = asIAddress(address)
-        try:
-            self.context.expect(target, connectionId, self.reactor.seconds())
-        except ConnectionIdInUse:
-            return fail()
-
-        def cancel(d: Deferred[IProtocol]) -> None:
-            self._unexpect(key, Failure(error.ConnectingCancelledError(peer)))
-
-        d: Deferred[IProtocol] = Deferred(cancel)
-        pending = _Pending(factory, d, peer)
-        self._expected[key] = pending
-        factory.doStart()
-        if timeout is not None:
-            pending.timeoutCall = self.reactor.callLater(
-                timeout,
-                lambda: self._unexpect(key, Failure(error.TimeoutError(f"no uTP connection from {peer} in time"))),
-            )
-        return d
-
-    def _unexpect(self, key: tuple[Any, int], failure: Failure) -> None:
-        pending = self._expected.pop(key, None)
-        if pending is None:
-            return
-        address, connectionId = key
-        self.context.unexpect(address, connectionId)
-        conn = self.context.connections.get((address, (connectionId + 1) & _M16))
-        if conn is not None and not conn.initiator and conn.send_id == connectionId:
-            conn.abort(self.reactor.seconds())  # its SYN came, its handshake did not finish
-            self.scheduleFlush()
-        self._failPending(pending, failure)
-
-    def _connectTimedOut(self, conn: UTPConnection) -> None:
-        pending = self._connecting.pop(conn, None)
-        if pending is None:
-            return
-        pending.timeoutCall = None
-        conn.abort(self.reactor.seconds())
-        self._failPending(pending, Failure(error.TimeoutError(f"uTP connection to {pending.address} timed out")))
-        self.scheduleFlush()
-
-    def _failPending(self, pending: _Pending, failure: Failure) -> None:
-        if pending.timeoutCall is not None and pending.timeoutCall.active():
-            pending.timeoutCall.cancel()
-        pending.timeoutCall = None
-        pending.factory.doStop()
-        pending.deferred.errback(failure)
-        self._maybeClose()
+        target, peer = self.carrierAddress(address), asIAddress(address)
+        return self._handshakes.expect(target, peer, connectionId, factory, timeout)
 
     def carrierAddress(self, address: Any) -> Any:
         """``address`` as the carrier takes it: an IPv4 ``(host, port)`` is ``('::ffff:host', port)`` on IPv6."""
@@ -766,10 +625,10 @@ class UTPMultiplexer(DatagramProtocol):
         errors are counted. The carrier ends its read with ``readBatchDone()``.
         """
         if self.context.path_error(datagram, address, error, self.reactor.seconds()):
-            if self._batching:
-                self._readPending = True
+            if self._batching and not self._flushing:
+                self._readPending = True  # in a read batch: its flush follows
             else:
-                self.scheduleFlush()
+                self.scheduleFlush()  # from a send, or a carrier that does not batch
 
     # ------------------------------------------------------------------ flushing
 
@@ -830,8 +689,8 @@ class UTPMultiplexer(DatagramProtocol):
             self._flushing = False
         self._armTimer()
         self._maybeClose()
-        if self._finishing:
-            self._checkFinished()
+        if self._finisher.waiting:
+            self._finisher.check()
 
     def _armTimer(self) -> None:
         if self._closed:
@@ -879,90 +738,22 @@ class UTPMultiplexer(DatagramProtocol):
 
     # ------------------------------------------------------------------ events
 
-    def _handshakeEvent(self, waiting: dict[Any, _Pending], key: Any, conn: UTPConnection, event: Event) -> None:
-        """An event of a connection someone waits for (``connect`` or ``expect``): made, or failed."""
-        pending = waiting[key]
-        if isinstance(event, Connected):
-            del waiting[key]
-            self._connectionMade(conn, pending, client=conn.initiator)
-        elif isinstance(event, ConnectionTerminated):
-            del waiting[key]
-            where = "to" if conn.initiator else "from"
-            self._failPending(pending, self._handshakeFailed(event, f"{where} {pending.address}"))
-
     def _dispatch(self, conn: UTPConnection, event: Event) -> None:
         transport = self._transports.get(conn)
         if transport is not None:
             transport.eventReceived(event)
-            return
-        if conn in self._connecting:
-            self._handshakeEvent(self._connecting, conn, conn, event)
-            return
-        if conn.initiator:
-            return  # a connection nobody above knows any more (cancelled, timed out): ignore it
-        if self._expected and (conn.peer_addr, conn.send_id) in self._expected:
-            self._handshakeEvent(self._expected, (conn.peer_addr, conn.send_id), conn, event)
-            return
-        if isinstance(event, Connected):
-            self._accept(conn)
-        # Anything else concerns a connection nobody above knows any more (lingering, aborted): ignore it.
+        else:
+            self._handshakes.eventReceived(conn, event)
 
-    @staticmethod
-    def _handshakeFailed(event: ConnectionTerminated, direction: str) -> Failure:
-        if isinstance(event, ConnectionReset):
-            return Failure(UTPConnectionRefused(f"uTP connection {direction} refused"))
-        if isinstance(event, PeerUnreachable):
-            if event.error.kind is PathErrorKind.REFUSED:
-                return Failure(UTPConnectionRefused(f"uTP connection {direction} refused: {event.error}", event.error))
-            return Failure(UTPNoRoute(f"uTP connection {direction} failed: {event.error}", event.error))
-        if isinstance(event, ConnectionTimedOut):
-            if event.path_error is not None:
-                return Failure(
-                    error.TimeoutError(f"uTP connection {direction} timed out (last ICMP error: {event.path_error})")
-                )
-            return Failure(error.TimeoutError(f"uTP connection {direction} timed out"))
-        return Failure(error.ConnectError(f"uTP connection {direction} failed"))
-
-    def _accept(self, conn: UTPConnection) -> None:
-        factory = self.listenFactory
-        now = self.reactor.seconds()
-        if factory is None:
-            conn.abort(now)
-            return
-        peer = asIAddress(conn.peer_addr)
-        try:
-            protocol = factory.buildProtocol(peer)
-        except Exception:
-            _log.failure("Unhandled error in buildProtocol of {factory!r}", factory=factory)
-            protocol = None
-        if protocol is None:
-            conn.abort(now)
-            return
-        transport = UTPTransport(self, conn, protocol, peer, self._host, client=False)
-        self._transports[conn] = transport
-        transport.start()
-
-    def _connectionMade(self, conn: UTPConnection, pending: _Pending, *, client: bool) -> None:
-        if pending.timeoutCall is not None and pending.timeoutCall.active():
-            pending.timeoutCall.cancel()
-        pending.timeoutCall = None
-        try:
-            protocol = pending.factory.buildProtocol(pending.address)
-            if protocol is None:
-                raise error.NoProtocol()
-        except Exception:
-            conn.abort(self.reactor.seconds())
-            self._failPending(pending, Failure())
-            return
+    def _startTransport(
+        self, conn: UTPConnection, protocol: IProtocol, peer: IAddress, clientFactory: IProtocolFactory | None
+    ) -> Failure | None:
+        """Give ``conn``, its handshake done, a transport for ``protocol``; what ``UTPTransport.start`` returns."""
         transport = UTPTransport(
-            self, conn, protocol, pending.address, self._host, client=client, clientFactory=pending.factory
+            self, conn, protocol, peer, self._host, client=conn.initiator, clientFactory=clientFactory
         )
         self._transports[conn] = transport
-        failure = transport.start()
-        if failure is not None:
-            pending.deferred.errback(failure)
-        else:
-            pending.deferred.callback(protocol)
+        return transport.start()
 
     # ------------------------------------------------------------------ the TransportOwner, for transports
 

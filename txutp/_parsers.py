@@ -2,7 +2,7 @@ r"""String parsers for ``utp:`` endpoint descriptions (used by ``serverFromStrin
 
 Server grammar::
 
-    utp:<port>[:interface=<ip>][:backlog=<n>][:synCookies=auto|always|never]
+    utp:<port>[:interface=<ip>][:backlog=<n>][:synCookies=auto|always|never][:trace=<path>]
 
 ==============  ========  ==========================================================
 key             default   meaning
@@ -14,12 +14,14 @@ key             default   meaning
 ``backlog``     128       most half-open (unconfirmed) connections kept
 ``synCookies``  ``auto``  stateless SYN-ACKs: when the backlog (or one host's share)
                           is full, on every SYN, or never
+``trace``       none      trace connections: a directory (one JSON-lines file per
+                          connection) or a ``.jsonl`` file (the first connection)
 ==============  ========  ==========================================================
 
 Client grammar::
 
-    utp:<host>:<port>[:timeout=<s>][:bindAddress=<ip>][:bindPort=<n>]
-    utp:host=<host>:port=<port>[:timeout=<s>][:bindAddress=<ip>][:bindPort=<n>]
+    utp:<host>:<port>[:timeout=<s>][:bindAddress=<ip>][:bindPort=<n>][:trace=<path>]
+    utp:host=<host>:port=<port>[:timeout=<s>][:bindAddress=<ip>][:bindPort=<n>][:trace=<path>]
 
 ===============  =======  ========================================================
 key              default  meaning
@@ -29,6 +31,7 @@ key              default  meaning
 ``timeout``      30       seconds for resolution plus handshake
 ``bindAddress``  none     local IP literal to bind
 ``bindPort``     0        local UDP port; a server's port shares its socket
+``trace``        none     trace the connection: a directory or a ``.jsonl`` file
 ===============  =======  ========================================================
 
 IPv6 literals must escape their colons, as Twisted's tokenizer requires:
@@ -57,8 +60,8 @@ from zope.interface import implementer
 
 __all__ = ["UTPClientParser", "UTPServerParser"]
 
-_SERVER_KEYS = ("port", "interface", "backlog", "synCookies")
-_CLIENT_KEYS = ("host", "port", "timeout", "bindAddress", "bindPort")
+_SERVER_KEYS = ("port", "interface", "backlog", "synCookies", "trace")
+_CLIENT_KEYS = ("host", "port", "timeout", "bindAddress", "bindPort", "trace")
 _ESCAPE_HINT = r" (IPv6 colons must be escaped, e.g. interface=\:\:1)"
 
 
@@ -139,6 +142,8 @@ class UTPServerParser:
                     f"utp server: 'synCookies' must be auto, always or never, not {values['synCookies']!r}"
                 )
             changes["syn_cookies"] = values["synCookies"]
+        if "trace" in values:
+            changes["trace"] = _trace("server", values["trace"])
         config = dataclasses.replace(UTPConfig(), **changes) if changes else None
         return UTPServerEndpoint(reactor, port, interface, config)
 
@@ -185,4 +190,17 @@ class UTPClientParser:
                 raise ValueError("utp client: 'bindAddress' must be an IP address literal, not ''")
             _ip("client", "bindAddress", bindAddress)
         bindPort = _port("client", "bindPort", values["bindPort"], 0) if "bindPort" in values else 0
-        return UTPClientEndpoint(reactor, host, port, timeout=timeout, bindAddress=bindAddress, bindPort=bindPort)
+        config = None
+        if "trace" in values:
+            from .engine import UTPConfig
+
+            config = dataclasses.replace(UTPConfig(), trace=_trace("client", values["trace"]))
+        return UTPClientEndpoint(
+            reactor, host, port, timeout=timeout, bindAddress=bindAddress, bindPort=bindPort, config=config
+        )
+
+
+def _trace(side: str, value: str) -> str:
+    if not value:
+        raise ValueError(f"utp {side}: 'trace' must be a directory or a .jsonl file name, not ''")
+    return value

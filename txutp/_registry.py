@@ -22,7 +22,7 @@ from ._multiplexer import Reactor, UTPMultiplexer
 from ._udp import listenUTP
 from .engine import UTPConfig
 
-__all__ = ["acquireMultiplexer", "activeMultiplexers", "ephemeralMultiplexer"]
+__all__ = ["acquireMultiplexer", "activeMetrics", "activeMultiplexers", "ephemeralMultiplexer"]
 
 _registry: dict[tuple[Any, str, int], UTPMultiplexer] = {}
 _ephemeral: dict[tuple[Any, str, UTPConfig | None], UTPMultiplexer] = {}
@@ -80,3 +80,21 @@ def ephemeralMultiplexer(reactor: Reactor, interface: str, config: UTPConfig | N
 def activeMultiplexers(reactor: Reactor | None = None) -> list[UTPMultiplexer]:
     """The open multiplexers (of ``reactor``, or of every reactor)."""
     return [m for (r, _, _), m in _registry.items() if reactor is None or r is reactor]
+
+
+def activeMetrics(reactor: Reactor | None = None) -> dict[str, Any]:
+    """:meth:`UTPMultiplexer.metrics` added up over the open multiplexers (of ``reactor``, or all).
+
+    Numbers are summed, mappings of numbers summed key by key; what a twistd
+    deployment serves to Prometheus (``twistd utp --metrics``, ``txutp.prometheus``).
+    """
+    total: dict[str, Any] = {}
+    for mux in activeMultiplexers(reactor):
+        for key, value in mux.metrics().items():
+            if isinstance(value, dict):
+                inner = total.setdefault(key, {})
+                for name, count in value.items():
+                    inner[name] = inner.get(name, 0) + count
+            else:
+                total[key] = total.get(key, 0) + value
+    return total

@@ -8,7 +8,9 @@ sends each flush's runs of equal-sized datagrams with one ``sendmsg`` each (UDP
 GSO). It raises the socket buffers, sends without don't-fragment except for the
 engine's path MTU probes, counts into the multiplexer's ``stats``, and treats a
 refused send as a lost datagram (``EMSGSIZE`` also tells the engine the
-datagram was too big). Reactors without file-descriptor sets (IOCP) get a
+datagram was too big). With ``IP_RECVERR`` the kernel fails the send after an
+ICMP error once with that error's errno, whatever its destination: such a
+send is made again once before it counts as refused. Reactors without file-descriptor sets (IOCP) get a
 plain ``reactor.listenUDP`` port instead.
 
 On Linux the port also asks for ICMP errors (``IP_RECVERR``,
@@ -59,6 +61,9 @@ _GSO_MAX_SEGMENTS = 64
 _GSO_MAX_BYTES = 65507
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _READ_RETRY_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE})
+#: With ``IP_RECVERR``, an ICMP error about an earlier datagram (to any destination) fails the next send
+#: once with its errno, and that send does not happen: these are sent again once before they count.
+_PENDING_ERROR_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE})
 #: Send errors that say the destination has no route from this host.
 _NO_ROUTE_ERRNOS = {errno.ENETUNREACH: "network unreachable", errno.EHOSTUNREACH: "host unreachable"}
 _SEND_LOSS_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
@@ -374,8 +379,15 @@ class BatchingUDPPort(udp.Port):
                 i = j
                 continue
             run = datagrams[i:j]
+            buffers = [b"".join([d for d, _ in run])]
+            segment = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
             try:
-                sendmsg([b"".join([d for d, _ in run])], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
+                try:
+                    sendmsg(buffers, segment, 0, addr)
+                except OSError as e:
+                    if not (self.recvErr and e.errno in _PENDING_ERROR_ERRNOS):
+                        raise
+                    sendmsg(buffers, segment, 0, addr)  # the error was an earlier datagram's: send this run again
             except BlockingIOError:
                 stats.send_errors += j - i  # the socket buffer is full: lost, as on a congested link
             except OSError as e:
@@ -402,7 +414,12 @@ class BatchingUDPPort(udp.Port):
             if dontFragment:
                 self._setDontFragment(True)
             try:
-                sendto(datagram, addr)  # udp.Port.write would validate the address each time
+                try:
+                    sendto(datagram, addr)  # udp.Port.write would validate the address each time
+                except OSError as e:
+                    if not (self.recvErr and e.errno in _PENDING_ERROR_ERRNOS):
+                        raise
+                    sendto(datagram, addr)  # the error was an earlier datagram's: send this one again
             finally:
                 if dontFragment:
                     self._setDontFragment(False)

@@ -144,6 +144,12 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--no-stdin", action="store_true", help="do not read standard input (half-close at once)")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress line and final statistics on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line, even on a terminal")
+    parser.add_argument(
+        "--trace",
+        metavar="PATH",
+        help="write a trace of the connection (JSON lines): to PATH if it ends in .jsonl, else one file per"
+        " connection in the directory PATH; plot it with python -m txutp.plot",
+    )
     parser.add_argument("--version", action="version", version=f"utpcat (txutp) {__version__}")
     parser.add_argument("address", nargs="+", metavar="HOST PORT", help=argparse.SUPPRESS)
     return parser
@@ -164,6 +170,7 @@ class Options:
     noStdin: bool
     verbose: bool
     quiet: bool
+    trace: str | None = None
 
 
 def parseArguments(argv: Sequence[str]) -> Options:
@@ -229,6 +236,7 @@ def parseArguments(argv: Sequence[str]) -> Options:
         noStdin=ns.no_stdin,
         verbose=ns.verbose,
         quiet=ns.quiet,
+        trace=ns.trace or None,
     )
 
 
@@ -471,8 +479,9 @@ class Cat:
         from .endpoints import UTPClientEndpoint, UTPServerEndpoint
 
         options = self.options
+        config = CONFIG if options.trace is None else dataclasses.replace(CONFIG, trace=options.trace)
         if options.listen:
-            endpoint = UTPServerEndpoint(self.reactor, options.port, options.host, CONFIG)
+            endpoint = UTPServerEndpoint(self.reactor, options.port, options.host, config)
             listening = endpoint.listen(_ServerFactory(self))
             listening.addCallbacks(self.listening, self.failed)
         else:
@@ -483,7 +492,7 @@ class Cat:
                 timeout=options.wait if options.wait is not None else 30.0,
                 bindAddress=options.source,
                 bindPort=options.bindPort,
-                config=CONFIG,
+                config=config,
             )
             connecting = client.connect(Factory.forProtocol(lambda: _Net(self)))
             connecting.addErrback(self.failed)

@@ -45,9 +45,19 @@ Examples:
   twistd -n utp --listen utp:6881 --connect tcp:127.0.0.1:22
   twistd -n utp --listen tcp:2222 --connect utp:host=peer.example:port=6881
   twistd -n utp --listen utp:7000 --echo
+  twistd -n utp --listen utp:7000 --echo --metrics tcp:9100:interface=127.0.0.1
 """
     optFlags = [["echo", None, "Echo every byte back instead of forwarding."]]
-    optParameters = [["connect", "c", None, "Client endpoint string to forward each connection to."]]
+    optParameters = [
+        ["connect", "c", None, "Client endpoint string to forward each connection to."],
+        [
+            "metrics",
+            None,
+            None,
+            "Server endpoint string (e.g. tcp:9100:interface=127.0.0.1) to serve Prometheus metrics on,"
+            " at /metrics (needs txutp[prometheus]).",
+        ],
+    ]
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
@@ -218,4 +228,19 @@ def makeService(options: Options) -> IService:
     service = MultiService()
     for description in options["listen"]:
         strports.service(description, factory).setServiceParent(service)
+    if options["metrics"]:
+        strports.service(options["metrics"], metricsSite(reactor)).setServiceParent(service)
     return service
+
+
+def metricsSite(reactor: Any) -> Any:
+    """A ``twisted.web`` site serving the reactor's uTP metrics (``activeMetrics``) to Prometheus at ``/metrics``."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from ._registry import activeMetrics
+    from .prometheus import metrics_resource
+
+    root = Resource()
+    root.putChild(b"metrics", metrics_resource(lambda: activeMetrics(reactor)))
+    return Site(root)

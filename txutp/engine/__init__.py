@@ -6,7 +6,7 @@ timer deadlines are pulled by the caller. See ``docs/design.rst``.
 
 from ._config import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, UTPConfig
 from ._connection import UTPConnection
-from ._context import ConnectionIdInUse, ConnectionLimitError, UTPContext
+from ._context import ENDED_COUNTERS, ConnectionIdInUse, ConnectionLimitError, UTPContext
 from ._events import (
     Connected,
     ConnectionAborted,
@@ -36,6 +36,7 @@ from .congestion.delay import DelayHistory
 from .congestion.ledbat import LEDBAT
 
 __all__ = [
+    "ENDED_COUNTERS",
     "LEDBAT",
     "MAX_DATAGRAM_IPV4",
     "MAX_DATAGRAM_IPV6",

@@ -117,6 +117,10 @@ class UTPConfig:
     #: For the Twisted layer (the engine does not use it): at reactor shutdown, how long closing
     #: connections get to finish their close handshake before they are reset (``UTPMultiplexer.shutdownGrace``).
     shutdown_grace: float = 2.0
+    #: For the Twisted layer (the engine does no I/O): trace connections (``docs/observing.rst``).
+    #: A path ending in ``.jsonl`` gets the first connection's trace; any other is a directory
+    #: (created if missing) with one file per connection. ``TXUTP_TRACE`` sets it for a process.
+    trace: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("packet_size_ipv4", "packet_size_ipv6"):

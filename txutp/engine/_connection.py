@@ -62,6 +62,7 @@ from ._resets import ResetValidator
 from ._state import ConnectionState, Input, next_state
 from ._stats import ConnectionStats
 from ._timers import Timer, TimerTable
+from ._tracing import Tracer
 from .congestion import CongestionController, create_congestion_controller
 from .congestion import ledbat as _ledbat  # noqa: F401  (registers "ledbat", the default)
 from .congestion import reno as _reno  # noqa: F401  (registers "reno")
@@ -128,6 +129,8 @@ class UTPConnection:
         "recv_id",
         "send_id",
         "state",
+        "tracer",
+        "transitions",
         "wakeup",
     )
 
@@ -159,6 +162,10 @@ class UTPConnection:
         self.lingered = False
         #: Called when the connection may have datagrams or events to collect.
         self.wakeup: Callable[[UTPConnection], None] | None = None
+        #: This connection's tracer, if traced (:meth:`set_tracer`; see ``_tracing.py``), and the
+        #: state transitions it has yet to report, as ``(old, new)``.
+        self.tracer: Tracer | None = None
+        self.transitions: list[tuple[ConnectionState, ConnectionState]] = []
 
         cc = create_congestion_controller(
             config.congestion_control,
@@ -273,6 +280,15 @@ class UTPConnection:
     def bytes_in_flight(self) -> int:
         """Payload bytes sent and not yet acknowledged, nor selectively acknowledged, nor presumed lost."""
         return self._recovery.bytes_in_flight
+
+    @property
+    def bytes_delivered(self) -> int:
+        """Payload bytes the peer acknowledged (cumulatively or selectively) so far."""
+        return self._recovery.bytes_delivered
+
+    def set_tracer(self, tracer: Tracer | None) -> None:
+        """Report this connection's losses and RTT samples to ``tracer`` (the context reports the rest)."""
+        self.tracer = self._recovery.tracer = tracer
 
     @property
     def bytes_received(self) -> int:
@@ -733,7 +749,7 @@ class UTPConnection:
         if send.unsent and self.state in _LIVE_SENDING and rec.peer_wnd >= min(self.mss, len(send.unsent)):
             self._send_new(send.take(min(self.mss, len(send.unsent))), False, now)  # new data, past cwnd
         else:
-            rec.probe_with_retransmission()
+            rec.probe_with_retransmission(now)
         self._wake()
 
     def _data_datagram(self, seq: int, payload: bytes, is_fin: bool, now: float) -> bytes:
@@ -907,6 +923,8 @@ class UTPConnection:
         new = next_state(self.state, event)
         if new is None:
             return
+        if self.tracer is not None:
+            self.transitions.append((self.state, new))
         self.state = new
         if new is ConnectionState.CONNECTED:
             self._timers.stop(Timer.SYN)

@@ -42,6 +42,7 @@ from ._packet import (
 )
 from ._state import ConnectionState
 from ._stats import ContextStats
+from ._tracing import ConnectionTrace, TracerFactory
 
 __all__ = ["ConnectionIdInUse", "ConnectionLimitError", "UTPContext"]
 
@@ -80,6 +81,24 @@ def _count_down(counts: dict[Any, int], key: Any) -> None:
         counts[key] -= 1
     else:
         del counts[key]
+
+
+#: ``ConnectionStats`` counters kept, summed, for connections that ended (``UTPContext.ended_totals``).
+ENDED_COUNTERS = (
+    "packets_sent",
+    "packets_received",
+    "bytes_sent",
+    "bytes_received",
+    "retransmissions",
+    "fast_retransmits",
+    "timeouts",
+    "tail_loss_probes",
+    "spurious_retransmissions",
+    "duplicate_packets",
+    "dropped_packets",
+    "resets_challenged",
+    "path_errors",
+)
 
 
 def host_of(addr: Any) -> Any:
@@ -128,6 +147,11 @@ class UTPContext:
         self._reset_memory: dict[tuple[Any, int, int], float] = {}
         #: Cleanly closed connections: (addr, recv_id) -> (send_id, seq_nr, ack_nr, expiry).
         self._closed: dict[tuple[Any, int], tuple[int, int, int, float]] = {}
+        #: The counters of ``ENDED_COUNTERS`` summed over the connections this context forgot.
+        self.ended_totals: dict[str, int] = {}
+        #: Asked for a tracer for each new connection (``_tracing.py``); ``None``: no tracing.
+        self.tracer_factory: TracerFactory | None = None
+        self._traces: dict[UTPConnection, ConnectionTrace] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -213,6 +237,11 @@ class UTPContext:
         host = host_of(conn.peer_addr)
         self._per_host[host] = self._per_host.get(host, 0) + 1
         conn.wakeup = self._wake
+        if self.tracer_factory is not None:
+            tracer = self.tracer_factory(conn, now)
+            if tracer is not None:
+                conn.set_tracer(tracer)
+                self._traces[conn] = ConnectionTrace(tracer)
         self._wake(conn)
         self._after_activity(conn, now)
 
@@ -261,6 +290,8 @@ class UTPContext:
             if ptype != ST_RESET and not self._answer_closed(pkt, addr, now):
                 self._reply_reset(pkt.connection_id, pkt.seq_nr, addr, now)
             return True
+        if conn.tracer is not None:
+            self._traces[conn].received(pkt, len(data), now)
         conn.receive_packet(pkt, now)
         if self._half_open and conn in self._half_open and conn.state is not ConnectionState.SYN_RECV:
             self._leave_half_open(conn)
@@ -499,8 +530,13 @@ class UTPContext:
             self._needs_output.clear()
             for conn in batch:
                 addr = conn.peer_addr
-                for data in conn.datagrams_to_send(now):
+                datagrams = conn.datagrams_to_send(now)
+                for data in datagrams:
                     out.append((data, addr))
+                if conn.tracer is not None:
+                    trace = self._traces[conn]
+                    trace.sent(datagrams, now)
+                    trace.flushed(conn, now)
                 self._after_activity(conn, now)
         return out
 
@@ -532,9 +568,18 @@ class UTPContext:
         heapq.heapify(timers)
 
     def _forget(self, conn: UTPConnection, now: float) -> None:
+        trace = self._traces.pop(conn, None)
+        if trace is not None:
+            trace.flushed(conn, now)
+            trace.ended(conn.state.value.lower())
+            conn.set_tracer(None)
         key = (conn.peer_addr, conn.recv_id)
         if self.connections.get(key) is conn:
             del self.connections[key]
+            stats = conn.stats()
+            totals = self.ended_totals
+            for name in ENDED_COUNTERS:
+                totals[name] = totals.get(name, 0) + getattr(stats, name)
             self._leave_half_open(conn)
             _count_down(self._per_host, host_of(conn.peer_addr))
             if conn.lingered:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from ._config import UTPConfig
 from ._packet import SEQ_MASK, TS_MASK, to_timestamp_us
 from ._rtt import RTTEstimator
+from ._tracing import Tracer
 from .congestion import CongestionController
 
 __all__ = ["GIVE_UP", "NOTHING", "PROBE", "RETRANSMIT", "Recovery", "SentPacket"]
@@ -62,6 +63,13 @@ _ACK_DETECTED = 1
 _TIMEOUT = 2
 _TAIL_PROBE = 3
 _OTHER = 4  # MTU probe lost, zero-window probe, EMSGSIZE: not congestion
+#: How a trace names each cause (``docs/observing.rst``).
+_CAUSE_NAMES = {
+    _ACK_DETECTED: "rack",
+    _TIMEOUT: "timeout",
+    _TAIL_PROBE: "tail_loss_probe",
+    _OTHER: "not_congestion",
+}
 
 
 class SentPacket:
@@ -107,6 +115,7 @@ class Recovery:
         "_undo_genuine",
         "_undo_marks",
         "_undo_state",
+        "bytes_delivered",
         "bytes_in_flight",
         "cc",
         "config",
@@ -131,6 +140,7 @@ class Recovery:
         "snd_una",
         "spurious_retransmissions",
         "tail_loss_probes",
+        "tracer",
         "timeouts",
         "tlp_outstanding",
         "undos",
@@ -158,6 +168,10 @@ class Recovery:
         self.lost: dict[int, SentPacket] = {}
         self.sacked: dict[int, SentPacket] = {}
         self.bytes_in_flight = 0
+        #: Payload bytes the peer acknowledged, cumulatively or selectively, so far.
+        self.bytes_delivered = 0
+        #: Told of each loss declared and each RTT sample, if set (``_tracing.py``).
+        self.tracer: Tracer | None = None
         self._resend: list[int] = []  # sequence numbers of ``lost``, lowest last once sorted
         self._resend_dirty = False
         self._tx = 0
@@ -329,12 +343,12 @@ class Recovery:
             return seq, entry
         return None
 
-    def probe_with_retransmission(self) -> bool:
+    def probe_with_retransmission(self, now: float) -> bool:
         """A tail-loss probe with no new data to carry it: resend the newest packet in flight."""
         if not self.outstanding:
             return False
         seq = next(reversed(self.outstanding))
-        self._mark(seq, self.outstanding.pop(seq), _TAIL_PROBE)
+        self._mark(seq, self.outstanding.pop(seq), _TAIL_PROBE, now)
         self.fast_credit += 1
         return True
 
@@ -415,6 +429,8 @@ class Recovery:
             rtt.reset_backoff()
             if newest >= 0:
                 rtt.on_sample(now - newest)
+                if self.tracer is not None:
+                    self.tracer.event(now, "rtt_sample", rtt=now - newest, srtt=rtt.srtt, rto=rtt.rto)
             point = self._recovery_point
             if point is not None and ((self.snd_una - 1 - point) & SEQ_MASK) < 0x8000:
                 self._maybe_undo()
@@ -444,6 +460,7 @@ class Recovery:
         if delivered_later and self.outstanding:
             marked = self._detect_lost(now) or marked
         if acked:
+            self.bytes_delivered += acked
             cc = self.cc
             cc.on_ack(
                 now=now,
@@ -524,6 +541,8 @@ class Recovery:
                     self.on_probe_outcome(entry, True)
         if newest >= 0:
             self.rtt.on_sample(now - newest)
+            if self.tracer is not None:
+                self.tracer.event(now, "rtt_sample", rtt=now - newest, srtt=self.rtt.srtt, rto=self.rtt.rto)
         if rack_tx > self._rack_tx:
             self._rack_tx = rack_tx
             self._rack_sent_at = rack_at
@@ -604,22 +623,24 @@ class Recovery:
         for seq in seqs:
             entry = out.pop(seq)
             if entry.probe:
-                self._mark(seq, entry, _OTHER)  # a lost path MTU probe is not congestion
+                self._mark(seq, entry, _OTHER, now)  # a lost path MTU probe is not congestion
                 continue
             if cause == _OTHER:
-                self._mark(seq, entry, cause)
+                self._mark(seq, entry, cause, now)
                 continue
             if not congestion:
                 congestion = True
                 self._begin_episode()
-            self._mark(seq, entry, cause)
+            self._mark(seq, entry, cause, now)
             self._undo_marks += 1
         if cause == _ACK_DETECTED and congestion:
             self.fast_credit = 1
         return congestion
 
-    def _mark(self, seq: int, entry: SentPacket, cause: int) -> None:
+    def _mark(self, seq: int, entry: SentPacket, cause: int, now: float) -> None:
         """Move ``entry`` (already out of ``outstanding``) to the resend queue."""
+        if self.tracer is not None:
+            self.tracer.event(now, "loss", seq=seq, reason=_CAUSE_NAMES[cause])
         if entry.probe and self.on_probe_outcome is not None:
             self.on_probe_outcome(entry, False)
         self.bytes_in_flight -= len(entry.payload)
@@ -633,7 +654,7 @@ class Recovery:
         """Resend ``seq`` without taking it for congestion (refused locally, MTU probe lost)."""
         entry = self.outstanding.pop(seq, None)
         if entry is not None:
-            self._mark(seq, entry, _OTHER)
+            self._mark(seq, entry, _OTHER, now)
             self.fast_credit += 1
 
     # ------------------------------------------------------------------ episodes and undo
@@ -713,7 +734,7 @@ class Recovery:
         self.loss_deadline = None
         # Everything in flight is presumed lost; resend from the oldest, paced by cwnd.
         for seq in list(out):
-            self._mark(seq, out.pop(seq), _TIMEOUT)
+            self._mark(seq, out.pop(seq), _TIMEOUT, now)
             self._undo_marks += 1
         rto = self.rtt.rto
         if self.peer_wnd < self.mss:
