@@ -530,6 +530,52 @@ class UTPConnection:
 
     # ------------------------------------------------------------------ receiving
 
+    def receive_in_order_data(self, ts: int, wnd: int, seq: int, ack: int, payload: bytes, now: float) -> bool:
+        """The receiver's common case, from the raw header fields; ``False`` (nothing changed) otherwise.
+
+        An extension-free DATA packet, next in order, on a connection that reads,
+        holds nothing out of order and has nothing of its own unacknowledged or
+        unsent, whose ``ack_nr`` acknowledges everything we sent: it only moves
+        the payload to the reader and records the peer's window and timestamp.
+        :meth:`receive_packet` does the same for it, at twice the cost.
+        """
+        if self.state is not ConnectionState.CONNECTED:
+            return False
+        recv = self._recv
+        rec = self._recovery
+        if (
+            seq != (recv.ack_nr + 1) & SEQ_MASK
+            or ack != (rec.next_seq - 1) & SEQ_MASK
+            or recv.reorder
+            or recv.paused
+            or recv.discard
+            or rec.has_unacked
+            or self._send.unsent
+        ):
+            return False
+        self.packets_received += 1
+        self._last_heard = now
+        if ts:
+            self._reply_micro = reply = (int(now * 1_000_000) - ts) & TS_MASK
+            if now >= self._next_reverse_sample:
+                self._next_reverse_sample = now + 0.01
+                rec.cc.on_reverse_delay(now=now, delay_us=reply)
+        self._timers[_CONFIRM] = None
+        rec.peer_wnd = wnd
+        if wnd >= self.mss:
+            self._timers[_ZERO_WINDOW_PROBE] = None
+            self._probe_interval = self.config.initial_rto
+        recv.ack_pending = True
+        recv.ack_nr = seq
+        if payload:
+            size = len(payload)
+            recv.deliver.append(payload)
+            recv.deliver_bytes += size
+            recv.received_bytes += size
+        if self.wakeup is not None:
+            self.wakeup(self)
+        return True
+
     def receive_packet(self, pkt: Packet, now: float) -> None:
         """Process one packet addressed to this connection (already routed by id and address)."""
         state = self.state

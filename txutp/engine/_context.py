@@ -83,6 +83,7 @@ def _count_down(counts: dict[Any, int], key: Any) -> None:
         del counts[key]
 
 
+_DATA_V1 = (ST_DATA << 4) | VERSION
 #: ``ConnectionStats`` counters kept, summed, for connections that ended (``UTPContext.ended_totals``).
 ENDED_COUNTERS = (
     "packets_sent",
@@ -265,6 +266,16 @@ class UTPContext:
         if len(data) > MAX_UTP_DATAGRAM:
             stats.oversized += 1  # no peer sends this: not worth decoding
             return True
+        if data[0] == _DATA_V1 and not data[1]:
+            # The bulk receiver's case: in-order DATA without extensions, decoded in place.
+            _, _, cid, ts, _, wnd, seq, ack = HEADER.unpack_from(data)
+            conn = self.connections.get((addr, cid))
+            if (
+                conn is not None
+                and conn.tracer is None
+                and conn.receive_in_order_data(ts, wnd, seq, ack, data[HEADER_SIZE:], now)
+            ):
+                return True
         try:
             pkt = decode_packet(data)
         except PacketError:

@@ -1,0 +1,85 @@
+"""The receiver's fast path (``UTPConnection.receive_in_order_data``) changes nothing but the cost.
+
+A traced connection always takes the full path (``receive_packet``), so the same
+seeded transfer run with and without a tracer that does nothing must put the same
+datagrams on the wire, in the same order, and deliver the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+import pytest
+
+from txutp.engine import UTPConnection
+from txutp.simulator import LinkConfig, Network, StreamApp
+
+
+class NullTracer:
+    def event(self, now: float, name: str, **fields: Any) -> None:
+        pass
+
+    def packet_sent(self, now: float, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def packet_received(self, now: float, *args: Any) -> None:
+        pass
+
+    def metrics(self, now: float, **values: Any) -> None:
+        pass
+
+    def close(self, now: float | None = None) -> None:
+        pass
+
+
+def _run(seed: int, link: LinkConfig, *, full_path: bool, taken: list[int]) -> tuple[str, bytes, int]:
+    net = Network(seed=seed)
+    client = net.add_host(("10.0.0.1", 6881))
+    server = net.add_host(("10.0.0.2", 6881), accepting=True)
+    net.link(client, server, link)
+    if full_path:
+        for host in (client, server):
+            host.context.tracer_factory = lambda conn, now: NullTracer()
+    wire = hashlib.sha256()
+
+    def record(src: Any, dest: Any, data: bytes) -> bytes:
+        wire.update(repr(src.address).encode() + data)
+        return data
+
+    net.intercept = record
+    data = random.Random(seed).randbytes(1_500_000)
+    received = StreamApp(b"", shutdown_when_sent=False, close_on_eof=True)
+    server.on_accept = lambda conn: received
+    conn: UTPConnection = client.connect(server.address)
+    client.attach(conn, StreamApp(data))
+    net.run(until=300)
+    assert bytes(received.received) == data
+    return wire.hexdigest(), bytes(received.received), conn.stats().retransmissions
+
+
+@pytest.mark.parametrize(
+    ("seed", "link"),
+    [
+        (1, LinkConfig(delay=0.01)),
+        (2, LinkConfig(delay=0.02, loss=0.02, jitter=0.003)),
+        (3, LinkConfig(delay=0.005, reorder=0.05, duplicate=0.01, bandwidth=3_000_000, buffer=150_000)),
+    ],
+)
+def test_the_fast_path_puts_the_same_datagrams_on_the_wire(
+    seed: int, link: LinkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []
+    fast_path = UTPConnection.receive_in_order_data
+
+    def counting(self: UTPConnection, *args: Any) -> bool:
+        took = fast_path(self, *args)
+        taken.append(took)
+        return took
+
+    monkeypatch.setattr(UTPConnection, "receive_in_order_data", counting)
+    fast = _run(seed, link, full_path=False, taken=taken)
+    assert sum(taken) > 100  # it is taken (most of the time on a clean path)
+    full = _run(seed, link, full_path=True, taken=taken)
+    assert fast == full
