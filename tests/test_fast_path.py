@@ -83,3 +83,24 @@ def test_the_fast_path_puts_the_same_datagrams_on_the_wire(
     assert sum(taken) > 100  # it is taken (most of the time on a clean path)
     full = _run(seed, link, full_path=True, taken=taken)
     assert fast == full
+
+
+def _one_at_a_time(self: UTPConnection, count: int, now: float) -> None:
+    for _ in range(count):
+        self._send_new(self._send.take(self.mss), False, now)
+
+
+@pytest.mark.parametrize(
+    ("seed", "link"),
+    [
+        (4, LinkConfig(delay=0.01)),
+        (5, LinkConfig(delay=0.02, loss=0.02, jitter=0.003, bandwidth=2_000_000, buffer=100_000)),
+    ],
+)
+def test_sending_full_packets_as_a_run_puts_the_same_datagrams_on_the_wire(
+    seed: int, link: LinkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []
+    runs = _run(seed, link, full_path=False, taken=taken)
+    monkeypatch.setattr(UTPConnection, "_send_run", _one_at_a_time)
+    assert _run(seed, link, full_path=False, taken=taken) == runs

@@ -24,6 +24,7 @@ carries it.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -53,6 +54,7 @@ from ._packet import (
     ST_STATE,
     ST_SYN,
     TS_MASK,
+    VERSION,
     Packet,
     to_timestamp_us,
     write_packet,
@@ -69,6 +71,9 @@ from .congestion import reno as _reno  # noqa: F401  (registers "reno")
 
 __all__ = ["UTPConnection"]
 
+#: The header of a DATA packet up to its sequence number, for runs (``_send_run``).
+_DATA_HEAD = struct.Struct(">BBHIII")
+_DATA_V1 = (ST_DATA << 4) | VERSION
 _NO_SAMPLE = 0x7FFFFFFF  # uTorrent bug: treated like 0, "no sample"
 #: Initial guess of the peer's window before it advertised one (libutp: 255 * 1435).
 _INITIAL_PEER_WINDOW = 255 * 1435
@@ -746,17 +751,20 @@ class UTPConnection:
                 return
         mss = self.mss
         mtu = self._mtu
+        if unsent and mtu is not None and self._probe_seq is None and cwnd >= 3 * self.packet_size:
+            # A path MTU probe goes first or not at all (the room for it only shrinks).
+            probe = mtu.probe_size(now)
+            if probe is not None and len(unsent) >= probe - HEADER_SIZE <= window - rec.bytes_in_flight:
+                self._send_new(send.take(probe - HEADER_SIZE), False, now, probe=True)
+        full = min(len(unsent), window - rec.bytes_in_flight) // mss
+        if full > 1:
+            self._send_run(full, now)
         while unsent:
             size = len(unsent)
             if size > mss:
                 size = mss
             in_flight = rec.bytes_in_flight
             allowed = window - in_flight
-            if mtu is not None and self._probe_seq is None and cwnd >= 3 * self.packet_size:
-                probe = mtu.probe_size(now)
-                if probe is not None and len(unsent) >= probe - HEADER_SIZE <= allowed:
-                    self._send_new(send.take(probe - HEADER_SIZE), False, now, probe=True)
-                    continue
             if allowed < size:
                 if in_flight > 0 or allowed <= 0:
                     if allowed <= 0 and in_flight == 0 and self._timers.get(Timer.ZERO_WINDOW_PROBE) is None:
@@ -787,6 +795,34 @@ class UTPConnection:
             datagram = DontFragment(datagram)
         self._out.append(datagram)
         self.bytes_sent += len(payload)
+
+    def _send_run(self, count: int, now: float) -> None:
+        """Send ``count`` full-size DATA packets at once: one header template, one record call.
+
+        The same datagrams as ``count`` calls of :meth:`_send_new`, at about half the cost.
+        """
+        mss = self.mss
+        send = self._send
+        size = count * mss
+        chunk = bytes(send.unsent[:size])
+        del send.unsent[:size]
+        payloads = [chunk[i : i + mss] for i in range(0, size, mss)]
+        seq = self._recovery.on_sent_run(payloads, now)
+        recv = self._recv
+        wnd = recv.window()
+        recv.sent_window = wnd
+        if not recv.reorder:
+            recv.ack_pending = False
+        head = _DATA_HEAD.pack(
+            _DATA_V1, 0, self.send_id, int(now * 1_000_000) & TS_MASK, self._reply_micro, wnd
+        )
+        tail = recv.ack_nr.to_bytes(2, "big")
+        out = self._out
+        for payload in payloads:
+            out.append(b"".join((head, seq.to_bytes(2, "big"), tail, payload)))
+            seq = (seq + 1) & SEQ_MASK
+        self.packets_sent += count
+        self.bytes_sent += size
 
     def _send_tail_probe(self, now: float) -> None:
         """The flight's last packets went unacknowledged: send one packet to draw an ACK (RFC 8985)."""

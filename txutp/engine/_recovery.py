@@ -304,6 +304,25 @@ class Recovery:
             self.rto_deadline = now + self.rtt.rto
         return seq, entry
 
+    def on_sent_run(self, payloads: list[bytes], now: float) -> int:
+        """New DATA packets leave now, one per payload: :meth:`on_sent` for each; return the first's number."""
+        first = seq = self.next_seq
+        tx = self._tx
+        outstanding = self.outstanding
+        total = 0
+        for payload in payloads:
+            outstanding[seq] = SentPacket(payload, False, now, tx)
+            tx += 1
+            total += len(payload)
+            seq = (seq + 1) & SEQ_MASK
+        self.next_seq = seq
+        self._tx = tx
+        self.bytes_in_flight += total
+        self._pto_from = now
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.rto
+        return first
+
     def next_retransmission(self, window: int, now: float) -> tuple[int, SentPacket] | None:
         """The lost packet to resend now within ``window`` bytes in flight, lowest first, or ``None``.
 
