@@ -2,19 +2,56 @@
 
     .venv/bin/python -m bench.suite [--runs 3] [--size 100000000] [--lossy-size 4194304] [--idle 10000]
                                     [--json bench/results/suite.json] [--rows WORD ...] [--skip-netns]
+                                    [--ucat-buffer 65536]
 
-``--rows`` runs only the rows whose names contain one of the words (``--rows jitter loss``:
-the relay rows).
+``--rows`` runs only the rows whose names, or groups, contain one of the words (``--rows jitter
+loss``: the relay rows; ``--rows ucat``: the libutp anchor and the three rows compared to it:
+``.venv/bin/python -m bench.suite --runs 5 --size 104857600 --rows ucat``).
 
-Needs the interop peers (``bash tests/peers/setup_peers.sh``) and, for the LEDBAT
-row, root (network namespaces and ``tc``). Every row runs its peers as separate
+Needs the interop peers and libutp's ``ucat`` (``bash tests/peers/setup_peers.sh`` installs
+them, building ucat) and, for the LEDBAT row, root (network namespaces and ``tc``); the ucat
+anchor needs root (or CAP_NET_ADMIN) for its 8 MiB socket buffers. Every row runs its peers as separate
 processes on loopback, ``--runs`` times, and reports the median; every ratio is
 taken against an anchor measured in the same run, because the machine is shared
 and its speed drifts. CPU seconds and peak RSS come from ``wait4`` on each
 process, minus the same program's start-up cost measured alone.
 
+Goodput is measured at the receiving application, from the connection (ucat: the first byte)
+to the last byte it got -- never to the EOF or the close (``bench/utp_bulk.py``'s sink;
+utp-native's ``tests/peers/utp_native_peer.js`` sink stops its clock at the EOF, which comes
+right behind the last byte) -- over the bytes of the stream the source sent.
+
+CPU per packet, each side (the table's ``CPU a + b us/pkt``: source + sink): the process's CPU
+seconds from ``wait4`` minus its program's start-up cost, divided by the *nominal* packet count
+``size / 1382`` (1382 bytes: the payload of a full 1402-byte packet, libutp's size on IPv4 and
+txutp's initial one), the same divisor for every row, so it is CPU per byte in per-packet units.
+The real datagram counts, where a side reports them (txutp's connection statistics; ucat through
+its shim), are in the per-run lines and the JSON: ``src_datagrams`` (all the source sent:
+retransmissions, SYN and FIN included), ``sink_datagrams`` (all the sink received), and CPU per
+real datagram, ``cpu_src_us_per_dgram`` and ``cpu_sink_us_per_dgram``. libutp's are within 0.3 %
+of the nominal count; txutp's path-MTU discovery grows its packets on loopback, so it sends some
+4 % fewer datagrams than that.
+
 Rows:
 
+0. ``libutp ucat -> ucat (8 MiB socket buffers)``, **the anchor** for bulk speed: libutp's own
+   ``ucat`` (``ucat-static``: libutp's Makefile as shipped, ``-O3``, built by ``setup_peers.sh`` from
+   the source inside utp-native) on both ends, 100 MiB over loopback. ucat never sets socket
+   buffers, and on this kernel ``net.core.{r,w}mem_default`` are read-only inside a network
+   namespace (they mirror the host's: a namespace cannot raise them without changing the shared
+   machine's global sysctls), so the buffers come from ``tests/peers/ucat_shim.c``, an
+   ``LD_PRELOAD`` library that calls ``setsockopt(SO_RCVBUF/SO_SNDBUF, 8 MiB)`` (``SO_*BUFFORCE``
+   past ``net.core.*mem_max``) on ucat's UDP socket as it is created; the row fails unless both
+   ends report the buffers granted (Linux reads back 16 MiB). libutp and ucat are not patched.
+   The source reads a file of the stream on tmpfs (``-B 65536``: its stdin buffer; ``--ucat-buffer``),
+   the sink writes to ``/dev/null`` (no pipe, no reader process), and the same shim timestamps
+   ucat's ``write()`` of the received bytes to stdout (``CLOCK_MONOTONIC``): goodput = bytes /
+   (last write - first write). Once the sink reported the last byte both ucat processes get
+   SIGTERM (the shim reports its counters and exits) and their CPU is read then: left alone, ucat
+   busy-polls its closed stdin until libutp's 500 ms timeout check destroys the socket, which
+   would charge it a spin that is no part of the transfer. The ratios of the rows below are to
+   this row, measured in the same runs, interleaved (ucat, txutp -> txutp, txutp -> utp-native,
+   utp-native -> txutp, ucat, ...).
 1. ``txutp -> txutp``: bulk transfer through the endpoints (``bench.utp_bulk``).
 2. ``utp-native -> utp-native`` (4 MiB socket buffers, and as shipped),
    ``libtorrent -> libtorrent``, ``txutp -> utp-native``, ``utp-native -> txutp``.
@@ -44,11 +81,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tests.peers import ucat
+from tests.peers.stream import chunks
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 PEERS = ROOT / "tests" / "peers"
 NODE_PEER = [str(PEERS / "utp_native_peer.js")]
 MB = 1e6
+#: The payload of a full 1402-byte packet on IPv4 (libutp's size; txutp's too): the per-packet divisor.
+PAYLOAD = 1382
 
 
 def bench(name: str) -> list[str]:
@@ -142,14 +184,17 @@ class Row:
 def _base_cost() -> dict[str, float]:
     """Start-up CPU of each kind of peer process, to subtract from transfers."""
     costs = {}
-    for name, argv in {
-        "python": [*bench("utp_bulk"), "--startup-only", "listen", "0", "sink"],
-        "node": ["node", "-e", f"require({str(PEERS / 'node' / 'node_modules' / 'utp-native')!r})"],
-        "libtorrent": [PY, "-c", "import libtorrent"],
-    }.items():
+    programs: dict[str, tuple[list[str], dict[str, str] | None]] = {
+        "python": ([*bench("utp_bulk"), "--startup-only", "listen", "0", "sink"], None),
+        "node": (["node", "-e", f"require({str(PEERS / 'node' / 'node_modules' / 'utp-native')!r})"], None),
+        "libtorrent": ([PY, "-c", "import libtorrent"], None),
+    }
+    if ucat.ucatProblem() is None:  # otherwise its row fails, saying why
+        programs["ucat"] = ([str(ucat.paths()[0]), "-h"], ucat.environment())
+    for name, (argv, env) in programs.items():
         samples = []
         for _ in range(3):
-            popen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            popen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             _, _, usage = os.wait4(popen.pid, 0)
             samples.append(usage.ru_utime + usage.ru_stime)
         costs[name] = statistics.median(samples)
@@ -172,13 +217,77 @@ def bulk(
     snk = sink.wait()
     if snk.get("bytes") != size or snk.get("error") or src.get("error"):
         raise RuntimeError(f"transfer failed: sink {snk} source {src}")
-    cpu = max(0.0, source.cpu - base[kinds[0]]) + max(0.0, sink.cpu - base[kinds[1]])
-    return {
+    cpu_src, cpu_sink = max(0.0, source.cpu - base[kinds[0]]), max(0.0, sink.cpu - base[kinds[1]])
+    result = {
         "mb_per_s": size / snk["seconds"] / MB,
-        "cpu_s_per_gb": cpu / (size / 1e9),
+        "cpu_s_per_gb": (cpu_src + cpu_sink) / (size / 1e9),
+        **per_packet(cpu_src, cpu_sink, size),
         "rss_mib": max(source.maxrss_kib, sink.maxrss_kib) / 1024,
         "retransmissions": float(src.get("stats", {}).get("retransmissions", 0)),
     }
+    if "packets_sent" in src.get("stats", {}):  # txutp's connection statistics
+        result["src_datagrams"] = float(src["stats"]["packets_sent"])
+    if "packets_received" in snk.get("stats", {}):
+        result["sink_datagrams"] = float(snk["stats"]["packets_received"])
+    return per_datagram(result, cpu_src, cpu_sink)
+
+
+def per_datagram(result: dict[str, float], cpu_src: float, cpu_sink: float) -> dict[str, float]:
+    """Add CPU microseconds per real datagram where the sides reported their counts."""
+    for side, cpu in (("src", cpu_src), ("sink", cpu_sink)):
+        count = result.get(f"{side}_datagrams", float("nan"))
+        if count > 0:
+            result[f"cpu_{side}_us_per_dgram"] = cpu / count * 1e6
+    return result
+
+
+def per_packet(cpu_src: float, cpu_sink: float, size: int) -> dict[str, float]:
+    """CPU microseconds per nominal packet (``size / PAYLOAD``) on each side."""
+    packets = size / PAYLOAD
+    return {"cpu_src_us_per_pkt": cpu_src / packets * 1e6, "cpu_sink_us_per_pkt": cpu_sink / packets * 1e6}
+
+
+def ucat_pair(size: int, base: dict[str, float], data: Path, buffer: int) -> dict[str, float]:
+    """libutp's ucat -> ucat, 8 MiB socket buffers (the shim), ``data`` (``size`` bytes) over loopback.
+
+    Goodput from the shim's timestamps of the sink's first and last write of received bytes to its
+    stdout (``/dev/null``); both ends are stopped (SIGTERM) once it reported, and their CPU read then
+    (``tests/peers/ucat.py``'s ``transfer``).
+    """
+    ucat.requireUcat()
+    t = ucat.transfer(data, size, buffer=buffer)
+    want = 2 * ucat.SOCKBUF  # what Linux reads back when SOCKBUF was granted
+    for name, reports in (("sink", t.sink), ("source", t.source)):
+        sockets = [r for r in reports if r["event"] == "socket"]
+        if not sockets or min(min(r["rcvbuf"], r["sndbuf"]) for r in sockets) < want:
+            raise RuntimeError(
+                f"ucat {name} did not get {ucat.SOCKBUF} B socket buffers (needs root or CAP_NET_ADMIN "
+                f"above net.core.rmem_max): {sockets}"
+            )
+    if t.received["bytes"] != size:
+        raise RuntimeError(f"ucat sink got {t.received['bytes']} bytes, not {size}")
+    exits = [r for r in t.source if r["event"] == "exit"]
+    cpu_src = max(0.0, t.sourceUsage.ru_utime + t.sourceUsage.ru_stime - base["ucat"])
+    cpu_sink = max(0.0, t.sinkUsage.ru_utime + t.sinkUsage.ru_stime - base["ucat"])
+    result = {
+        "mb_per_s": size / (t.received["last"] - t.received["first"]) / MB,
+        "cpu_s_per_gb": (cpu_src + cpu_sink) / (size / 1e9),
+        **per_packet(cpu_src, cpu_sink, size),
+        "rss_mib": max(t.sourceUsage.ru_maxrss, t.sinkUsage.ru_maxrss) / 1024,
+        "src_datagrams": float(exits[0]["datagrams_sent"]) if exits else float("nan"),
+        "sink_datagrams": float(t.received["datagrams_received"]),
+    }
+    return per_datagram(result, cpu_src, cpu_sink)
+
+
+def stream_file(size: int) -> Path:
+    """The first ``size`` bytes of the interop stream in a file on tmpfs (``/dev/shm``) for ucat to send."""
+    shm = Path("/dev/shm")
+    fd, name = tempfile.mkstemp(prefix="txutp-bench-", suffix=".stream", dir=shm if shm.is_dir() else None)
+    with os.fdopen(fd, "wb") as f:
+        for chunk in chunks(size, 1 << 20):
+            f.write(chunk)
+    return Path(name)
 
 
 def txutp_sink() -> list[str]:
@@ -289,6 +398,7 @@ def idle_connections(count: int) -> dict[str, float]:
     }
 
 
+UCAT_ROW = "libutp ucat -> ucat (8 MiB socket buffers)"
 RELAY = PEERS / "udp_relay.py"
 #: The relay rows: name -> (title in the summary, what the path does besides its 20 ms each way, target
 #: ratio to utp-native).
@@ -406,15 +516,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=int, default=10_000)
     p.add_argument("--json", type=Path)
     p.add_argument("--skip-netns", action="store_true")
-    p.add_argument("--rows", nargs="*", default=[], help="run only the rows whose names contain one of these")
+    p.add_argument(
+        "--rows", nargs="*", default=[], help="run only the rows whose names (or groups: ucat) contain one of these"
+    )
+    p.add_argument(
+        "--ucat-buffer", type=int, default=ucat.SOURCE_BUFFER, help="the ucat source's stdin buffer (its -B)"
+    )
     ns = p.parse_args(argv)
     size = ns.size
     print(f"txutp benchmark suite: {ns.runs} runs per row, {size / MB:.0f} MB transfers, medians", flush=True)
     base = _base_cost()
     rows: dict[str, Row] = {}
 
-    def run(name: str, fn: Callable[[], dict[str, float]], runs: int | None = None) -> None:
-        if ns.rows and not any(r in name for r in ns.rows):
+    def selected(name: str, groups: tuple[str, ...] = ()) -> bool:
+        return not ns.rows or any(r in n for r in ns.rows for n in (name, *groups))
+
+    def run(
+        name: str, fn: Callable[[], dict[str, float]], runs: int | None = None, groups: tuple[str, ...] = ()
+    ) -> None:
+        if not selected(name, groups):
             return
         row = rows.setdefault(name, Row(name, ""))
         for i in range(runs or ns.runs):
@@ -428,25 +548,52 @@ def main(argv: list[str] | None = None) -> int:
             row.add(result[main_key], **result)
             print(f"  {name} [{i + 1}]: " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()), flush=True)
 
-    # Interleave the runs of the throughput rows so drift hits them alike.
-    transfers: list[tuple[str, Callable[[], dict[str, float]]]] = [
-        ("txutp -> txutp", lambda: bulk(txutp_sink(), txutp_source(size), ("python", "python"), base, size)),
+    # Interleave the runs of the throughput rows so drift hits them alike. The group "ucat": the
+    # libutp anchor and the rows compared to it.
+    data: list[Path] = []  # the ucat source's file, made once
+
+    def ucat_anchor() -> dict[str, float]:
+        if not data:
+            data.append(stream_file(size))
+        return ucat_pair(size, base, data[0], ns.ucat_buffer)
+
+    transfers: list[tuple[str, Callable[[], dict[str, float]], tuple[str, ...]]] = [
+        (UCAT_ROW, ucat_anchor, ()),
+        (
+            "txutp -> txutp",
+            lambda: bulk(txutp_sink(), txutp_source(size), ("python", "python"), base, size),
+            ("ucat",),
+        ),
         (
             "utp-native -> utp-native (4 MiB buffers)",
             lambda: bulk(node_sink(), node_source(size), ("node", "node"), base, size),
+            (),
         ),
         (
             "utp-native -> utp-native (as shipped)",
             lambda: bulk(node_sink(0), node_source(size, 0), ("node", "node"), base, size),
+            (),
         ),
-        ("libtorrent -> libtorrent", lambda: libtorrent_pair(size, base)),
-        ("txutp -> utp-native", lambda: bulk(node_sink(), txutp_source(size), ("python", "node"), base, size)),
-        ("utp-native -> txutp", lambda: bulk(txutp_sink(), node_source(size), ("node", "python"), base, size)),
-        ("Twisted raw UDP ceiling", udp_ceiling),
+        ("libtorrent -> libtorrent", lambda: libtorrent_pair(size, base), ()),
+        (
+            "txutp -> utp-native",
+            lambda: bulk(node_sink(), txutp_source(size), ("python", "node"), base, size),
+            ("ucat",),
+        ),
+        (
+            "utp-native -> txutp",
+            lambda: bulk(txutp_sink(), node_source(size), ("node", "python"), base, size),
+            ("ucat",),
+        ),
+        ("Twisted raw UDP ceiling", udp_ceiling, ()),
     ]
-    for _ in range(ns.runs):
-        for name, fn in transfers:
-            run(name, fn, runs=1)
+    try:
+        for _ in range(ns.runs):
+            for name, fn, groups in transfers:
+                run(name, fn, runs=1, groups=groups)
+    finally:
+        for made in data:
+            made.unlink()
     run("10k idle connections", lambda: idle_connections(ns.idle), runs=1)
     for index in range(ns.runs):
         for path_name, (_, path, _) in RELAY_PATHS.items():
@@ -465,7 +612,27 @@ def main(argv: list[str] | None = None) -> int:
     table: list[tuple[str, str, str, str]] = []
 
     def line(what: str, value: str, ratio: str, target: str) -> None:
-        table.append((what, value, ratio, target))
+        table.append((what, value, "" if "nan" in ratio else ratio, target))
+
+    def per_packet_cpu(name: str) -> str:
+        return f"CPU {m(name, 'cpu_src_us_per_pkt'):.2f} + {m(name, 'cpu_sink_us_per_pkt'):.2f} us/pkt"
+
+    anchor = m(UCAT_ROW)
+    line(UCAT_ROW, f"{anchor:.0f} MB/s, {per_packet_cpu(UCAT_ROW)}", "anchor", "")
+    compared = (("txutp -> txutp", ">= 2.0x"), ("txutp -> utp-native", ">= 1.5x"), ("utp-native -> txutp", ">= 1.5x"))
+    for name, target in compared:
+        v = m(name)
+        if name in rows and UCAT_ROW in rows:
+            line(f"  {name}", f"{v:.0f} MB/s, {per_packet_cpu(name)}", f"{v / anchor:.2f}x ucat", target)
+    cpu_ucat = m(UCAT_ROW, "cpu_s_per_gb")
+    if "txutp -> txutp" in rows:
+        cpu_tx = m("txutp -> txutp", "cpu_s_per_gb")
+        line(
+            "  CPU s/GB both ends: txutp, ucat",
+            f"{cpu_tx:.2f} s, {cpu_ucat:.2f} s",
+            f"{cpu_tx / cpu_ucat:.2f}x ucat",
+            "<= 0.6x",
+        )
 
     un_raised, un_shipped = m("utp-native -> utp-native (4 MiB buffers)"), m("utp-native -> utp-native (as shipped)")
     lt, ceiling = m("libtorrent -> libtorrent"), m("Twisted raw UDP ceiling")
@@ -497,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         line("  share left to a CUBIC TCP flow", f"{m('LEDBAT at 20 Mbit/s', 'tcp_share'):.0%}", "", ">= 80 %")
     table = [r for r in table if "nan" not in r[1]]
+    if not table:
+        print("no rows measured")
+        return 1
     widths = [max(len(r[i]) for r in table) for i in range(4)]
     print()
     print("  ".join(h.ljust(w) for h, w in zip(("row", "value", "ratio", "target"), widths)))

@@ -8,9 +8,16 @@ same bytes the utp-native and libtorrent peers use) through a streaming producer
 and half-closes; ``sink`` reads until the peer's EOF. A connecting sink first sends
 one byte, ``G``, because a libutp acceptor cannot send before its client does.
 Listeners print ``READY <port>``; every run ends with one JSON line on stdout:
-bytes, seconds (connection made to EOF or, for a source, to the close) and MB/s,
-plus the connection's statistics. ``--verify`` checks the received bytes against
-the interop stream (it costs CPU, so benchmarks leave it off).
+bytes, seconds and MB/s, plus the connection's statistics. ``--verify`` checks the
+received bytes against the interop stream (it costs CPU, so benchmarks leave it off).
+
+What ``seconds`` times (``bench.suite`` computes goodput from a sink's): for a sink,
+from the connection made to the last byte delivered to the application
+(``dataReceived``): not to the EOF, nor to the close. For a source, from the
+connection made to the peer's EOF, which a sink sends only once it has read every
+byte: never the close handshake. ``eof_seconds`` (to the peer's EOF) and
+``close_seconds`` (to ``connectionLost``) are reported beside it, so a close stall
+shows as their difference instead of hiding in the goodput.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class BulkProtocol(Protocol):
         self.received = 0
         self.chunks: list[bytes] = []
         self.started = 0.0
+        self.lastByte = 0.0
 
     def connectionMade(self) -> None:
         self.started = time.perf_counter()
@@ -107,12 +115,13 @@ class BulkProtocol(Protocol):
             reactor.callLater(1.0, self._report)
 
     def dataReceived(self, data: bytes) -> None:
+        self.lastByte = time.perf_counter()
         self.received += len(data)
         if self.verify:
             self.chunks.append(data)
 
     def readConnectionLost(self) -> None:
-        self.result["seconds"] = time.perf_counter() - self.started
+        self.result["eof_seconds"] = time.perf_counter() - self.started
         if self.mode == "sink":
             self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -121,13 +130,16 @@ class BulkProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
         end = time.perf_counter()
-        seconds = end - self.started
-        if self.mode == "sink":
-            seconds = self.result.get("seconds", seconds)
         result = self.result
+        closeSeconds = end - self.started
+        if self.mode == "sink" and self.received:
+            seconds = self.lastByte - self.started  # the last byte at the application
+        else:
+            seconds = result.get("eof_seconds", closeSeconds)  # a source: the peer read everything
         result.update(
             bytes=self.received,
             seconds=seconds,
+            close_seconds=closeSeconds,
             mb_per_s=(self.received if self.mode == "sink" else self.total) / seconds / 1e6,
             reason=reason.getErrorMessage() if not reason.check(Exception) else "",
             clean=type(reason.value).__name__ == "ConnectionDone",

@@ -1,17 +1,22 @@
 """The interop peers run: a missing one fails the suite with a clear message (never a silent skip),
-and the bare-engine peer (``tests/peers/engine_peer.py``, no external dependency) completes a run."""
+and the bare-engine peer (``tests/peers/engine_peer.py``, no external dependency) completes a run.
+So does libutp's own ``ucat``, which ``setup_peers.sh`` builds for the benchmark anchor
+(``tests/peers/ucat.py``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.interop_helpers import ENGINE_PEER, ROOT, SETUP_HINT, requireLibtorrent, requireUtpNative
-from tests.peers.stream import expected
+from tests.peers import ucat
+from tests.peers.stream import expected, stream_bytes
 
 SETUP = ROOT / "tests" / "peers" / "setup_peers.sh"
 
@@ -19,6 +24,7 @@ SETUP = ROOT / "tests" / "peers" / "setup_peers.sh"
 def test_the_peers_are_installed() -> None:
     requireUtpNative()
     requireLibtorrent()
+    ucat.requireUcat()
 
 
 def test_missing_node_fails(tmp_path) -> None:
@@ -95,3 +101,54 @@ def test_the_engine_peer_runs_against_itself() -> None:
     assert (received["role"], received["bytes"], received["stream_match"]) == ("listen", 300_000, True)
     assert received["sha256"] == expected(300_000)["sha256"]
     assert [e[1] for e in received["events"]][-2:] == ["EndOfStream", "ConnectionClosed"]
+
+
+def test_missing_ucat_fails(tmp_path) -> None:
+    with pytest.raises(AssertionError) as info:
+        ucat.requireUcat(tmp_path)
+    message = str(info.value)
+    assert f"libutp's ucat unavailable: libutp's ucat is not built ({tmp_path / 'ucat'} is missing)" in message
+    assert "setup_peers.sh" in message
+
+
+def test_setup_script_fails_loudly_without_make(tmp_path) -> None:
+    """No ucat built (an empty ``UCAT_BUILD_DIR``) and no ``make`` on the PATH: the script names it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "node", "npm"):
+        found = shutil.which(tool)
+        assert found, f"{tool} is needed to run setup_peers.sh"
+        os.symlink(found, bin_dir / tool)
+    out = subprocess.run(
+        ["bash", str(SETUP), sys.executable],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "UCAT_BUILD_DIR": str(tmp_path / "build")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        executable="/bin/bash",
+    )
+    assert out.returncode != 0, out.stdout + out.stderr
+    assert "setup_peers: ERROR: make is not installed: it is needed to build libutp's ucat" in out.stderr
+    assert not (tmp_path / "build" / "ucat").exists()
+
+
+def test_ucat_moves_a_megabyte(tmp_path) -> None:
+    """The built ucat -> ucat over loopback, through the shim: 1 MB arrives intact, the shim reports it."""
+    ucat.requireUcat()
+    size = 1_000_000
+    data = tmp_path / "stream"
+    data.write_bytes(stream_bytes(0, size))
+    with (tmp_path / "received").open("wb") as out:
+        t = ucat.transfer(data, size, sinkOutput=out, timeout=60)
+    received = (tmp_path / "received").read_bytes()
+    assert hashlib.sha256(received).hexdigest() == expected(size)["sha256"]
+    assert (t.received["bytes"], len(received)) == (size, size)
+    assert 0 < t.received["first"] <= t.received["last"]
+    assert t.received["datagrams_received"] >= size // 1382
+    exits = [r for r in t.source if r["event"] == "exit"]
+    assert exits and exits[0]["datagrams_sent"] >= size // 1382, t.source
+    for reports in (t.sink, t.source):
+        sockets = [r for r in reports if r["event"] == "socket"]
+        assert len(sockets) == 1, reports
+        if os.geteuid() == 0:  # SO_RCVBUFFORCE: Linux reads back twice the 8 MiB granted
+            assert (sockets[0]["rcvbuf"], sockets[0]["sndbuf"]) == (2 * ucat.SOCKBUF, 2 * ucat.SOCKBUF)

@@ -12,7 +12,15 @@
 #          into tests/peers/node/node_modules, from tests/peers/node/package-lock.json
 #          (`npm ci`; `npm install` only when the lock file is missing);
 #   * PyPI libtorrent 2.1.1 (libtorrent-rasterbar's own uTP, independent of libutp)
-#          into PYTHON's environment.
+#          into PYTHON's environment;
+#   * libutp's own `ucat`, the benchmark anchor (bench/suite.py), built from the libutp source
+#          that utp-native ships (node_modules/utp-native/deps/libutp: Makefile, ucat.c) with
+#          libutp's Makefile, out of tree: the source is copied to tests/peers/build/libutp/src
+#          (git-ignored; UCAT_BUILD_DIR overrides tests/peers/build/libutp) and built there;
+#          its `ucat-static` target is installed as build/libutp/ucat, next to ucat_shim.so
+#          (from tests/peers/ucat_shim.c, an LD_PRELOAD library: socket buffers and timestamps,
+#          see tests/peers/ucat.py). Needs make, a C and a C++ compiler; rebuilt only when the
+#          sources (or this recipe) changed.
 #
 # Any peer that cannot be installed or loaded makes the script exit non-zero with a
 # message naming what is missing. It never skips a peer silently.
@@ -89,5 +97,48 @@ else
         fail "libtorrent $LIBTORRENT_VERSION is installed but does not import in $python"
     fi
     echo "setup_peers: libtorrent $LIBTORRENT_VERSION OK"
+fi
+# --------------------------------------------------------------------- libutp's ucat (built)
+UCAT_RECIPE=1  # bump when the build commands below change
+libutp_src="$node_dir/node_modules/utp-native/deps/libutp"
+ucat_dir=${UCAT_BUILD_DIR:-$here/build/libutp}
+
+ucat_stamp() {
+    # What the build is made from: libutp's files, the shim's source and the recipe.
+    {
+        (cd "$libutp_src" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+        sha256sum <"$here/ucat_shim.c"
+        echo "recipe $UCAT_RECIPE"
+    } | sha256sum | cut -d' ' -f1
+}
+
+ucat_ok() {
+    local out rc=0
+    out=$(LD_PRELOAD="$ucat_dir/ucat_shim.so" "$ucat_dir/ucat" -h 2>&1) || rc=$?
+    [[ $rc -eq 1 && $out == *Usage:* && $out == *ucat-shim* ]]
+}
+
+[[ -f "$libutp_src/Makefile" && -f "$libutp_src/ucat.c" ]] \
+    || fail "libutp's source is missing from utp-native ($libutp_src: Makefile, ucat.c); reinstall it (rm -rf $node_dir/node_modules)"
+if [[ -x "$ucat_dir/ucat" && -f "$ucat_dir/ucat_shim.so" && -f "$ucat_dir/SOURCE.sha256" ]] \
+    && [[ "$(cat "$ucat_dir/SOURCE.sha256")" == "$(ucat_stamp)" ]] && ucat_ok; then
+    echo "setup_peers: libutp's ucat already built in $ucat_dir"
+else
+    command -v make >/dev/null 2>&1 || fail "make is not installed: it is needed to build libutp's ucat (the benchmark anchor) from $libutp_src"
+    cc=$(command -v cc || command -v gcc) || fail "no C compiler (cc or gcc): it is needed to build libutp's ucat and tests/peers/ucat_shim.c"
+    cxx=$(command -v c++ || command -v g++) || fail "no C++ compiler (c++ or g++): it is needed to build libutp (from $libutp_src)"
+    echo "setup_peers: building libutp's ucat from $libutp_src in $ucat_dir"
+    rm -rf "$ucat_dir/src" "$ucat_dir/ucat" "$ucat_dir/ucat_shim.so" "$ucat_dir/SOURCE.sha256"
+    mkdir -p "$ucat_dir"
+    cp -R "$libutp_src" "$ucat_dir/src"
+    # libutp's Makefile as shipped (OPT=-O3; it names gcc/g++, so pass the compilers found).
+    make -C "$ucat_dir/src" CC="$cc" CXX="$cxx" all >"$ucat_dir/build.log" 2>&1 \
+        || { tail -n 30 "$ucat_dir/build.log" >&2; fail "make failed building libutp's ucat (log: $ucat_dir/build.log)"; }
+    "$cc" -O2 -Wall -shared -fPIC -o "$ucat_dir/ucat_shim.so" "$here/ucat_shim.c" -ldl >>"$ucat_dir/build.log" 2>&1 \
+        || { tail -n 30 "$ucat_dir/build.log" >&2; fail "could not build $here/ucat_shim.c (log: $ucat_dir/build.log)"; }
+    cp "$ucat_dir/src/ucat-static" "$ucat_dir/ucat"
+    ucat_ok || fail "the ucat built in $ucat_dir does not run (\`ucat -h\` with the shim preloaded)"
+    ucat_stamp >"$ucat_dir/SOURCE.sha256"
+    echo "setup_peers: libutp's ucat OK ($ucat_dir/ucat)"
 fi
 echo "setup_peers: all peers ready"
