@@ -54,7 +54,8 @@ class BatchedIOTests(unittest.TestCase):
         sink = _raw_receiver()
         self.addCleanup(sink.close)
         dest = sink.getsockname()
-        out = [(bytes([i]) * 1400, dest) for i in range(10)] + [(b"tail", dest)]
+        # One connection's datagrams (bytes 2-3, the uTP connection id, alike): one run.
+        out = [(b"\x01\x00\x12\x34" + bytes([i]) * 1396, dest) for i in range(10)] + [(b"\x01\x00\x12\x34tail", dest)]
         self.mux.carrier.writeBatch(out)
         self.assertEqual(_drain(sink, 11), [d for d, _ in out])
         self.assertEqual(self.mux.stats.gso_sends, 1)
@@ -79,6 +80,17 @@ class BatchedIOTests(unittest.TestCase):
         self.assertEqual(_drain(b, 5), [b"3" * 1000, b"4" * 1000, b"5" * 1200, b"6" * 1200, b"7" * 1200])
         self.assertEqual(self.mux.stats.datagrams_sent, 7)
 
+    def test_a_run_holds_one_connection(self) -> None:
+        # A reuseport group steers a GSO send as a whole by its first datagram (txutp.reuseport):
+        # datagrams of two connections to one address leave in two runs.
+        sink = _raw_receiver()
+        self.addCleanup(sink.close)
+        dest = sink.getsockname()
+        out = [(b"\x01\x00\x00\x08" + b"a" * 996, dest)] * 3 + [(b"\x01\x00\x00\x0c" + b"b" * 996, dest)] * 3
+        self.mux.carrier.writeBatch(out)
+        self.assertEqual(_drain(sink, 6), [d for d, _ in out])
+        self.assertEqual(self.mux.stats.gso_sends, 2)
+
     def test_without_segmentation_offload_it_falls_back_to_single_sends(self) -> None:
         sink = _raw_receiver()
         self.addCleanup(sink.close)
@@ -88,7 +100,7 @@ class BatchedIOTests(unittest.TestCase):
             raise OSError(errno.EIO, "Input/output error")
 
         self.mux.carrier.sendmsg = refuse
-        out = [(bytes([i]) * 500, dest) for i in range(5)]
+        out = [(b"\x01\x00\x12\x34" + bytes([i]) * 496, dest) for i in range(5)]
         self.mux.carrier.writeBatch(out)
         self.assertEqual(_drain(sink, 5), [d for d, _ in out])
         self.assertFalse(self.mux.carrier.gso)

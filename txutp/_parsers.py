@@ -2,7 +2,7 @@ r"""String parsers for ``utp:`` endpoint descriptions (used by ``serverFromStrin
 
 Server grammar::
 
-    utp:<port>[:interface=<ip>][:backlog=<n>][:synCookies=auto|always|never][:trace=<path>]
+    utp:<port>[:interface=<ip>][:backlog=<n>][:synCookies=auto|always|never][:trace=<path>][:reuseport=<n>]
 
 ==============  ========  ==========================================================
 key             default   meaning
@@ -16,6 +16,9 @@ key             default   meaning
                           is full, on every SYN, or never
 ``trace``       none      trace connections: a directory (one JSON-lines file per
                           connection) or a ``.jsonl`` file (the first connection)
+``reuseport``   none      this process is one of ``n`` worker processes sharing the
+                          port (Linux; ``docs/workers.rst``): it listens on the
+                          socket its supervisor (``twistd utp``) gave it
 ==============  ========  ==========================================================
 
 Client grammar::
@@ -60,7 +63,7 @@ from zope.interface import implementer
 
 __all__ = ["UTPClientParser", "UTPServerParser"]
 
-_SERVER_KEYS = ("port", "interface", "backlog", "synCookies", "trace")
+_SERVER_KEYS = ("port", "interface", "backlog", "synCookies", "trace", "reuseport")
 _CLIENT_KEYS = ("host", "port", "timeout", "bindAddress", "bindPort", "trace")
 _ESCAPE_HINT = r" (IPv6 colons must be escaped, e.g. interface=\:\:1)"
 
@@ -109,7 +112,8 @@ class UTPServerParser:
     ``port`` (positional or ``port=``, 0-65535), ``interface`` (IP literal,
     default all IPv4; escape IPv6: ``interface=\:\:1``), ``backlog`` (half-open
     connections kept, default 128), ``synCookies`` (``auto``, ``always`` or
-    ``never``). Raises ``ValueError`` naming a bad key.
+    ``never``), ``reuseport`` (this process is one of that many workers sharing
+    the port; Linux). Raises ``ValueError`` naming a bad key.
     """
 
     prefix = "utp"
@@ -144,8 +148,9 @@ class UTPServerParser:
             changes["syn_cookies"] = values["synCookies"]
         if "trace" in values:
             changes["trace"] = _trace("server", values["trace"])
+        reusePort = _reusePort(values["reuseport"]) if "reuseport" in values else None
         config = dataclasses.replace(UTPConfig(), **changes) if changes else None
-        return UTPServerEndpoint(reactor, port, interface, config)
+        return UTPServerEndpoint(reactor, port, interface, config, reusePort=reusePort)
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
@@ -198,6 +203,23 @@ class UTPClientParser:
         return UTPClientEndpoint(
             reactor, host, port, timeout=timeout, bindAddress=bindAddress, bindPort=bindPort, config=config
         )
+
+
+def _reusePort(value: str) -> int:
+    from .reuseport import MAX_WORKERS, unsupportedReason
+
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(
+            f"utp server: 'reuseport' must be a number of worker processes from 1 to {MAX_WORKERS}, not {value!r}"
+        )
+    reason = unsupportedReason()
+    if reason is not None:
+        raise ValueError(f"utp server: 'reuseport': {reason}")
+    return workers
 
 
 def _trace(side: str, value: str) -> str:

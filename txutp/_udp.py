@@ -42,7 +42,7 @@ from zope.interface import implementer
 from ._multiplexer import MultiplexerStats, Reactor, UTPMultiplexer
 from .engine import DontFragment, PathError, PathErrorKind
 
-__all__ = ["BatchingUDPPort", "SocketError", "decodeSocketError", "listenUTP", "pathErrorOf"]
+__all__ = ["BatchingUDPPort", "SocketError", "adoptUTP", "decodeSocketError", "listenUTP", "pathErrorOf"]
 
 #: Socket buffer size asked for (libutp and libtorrent collapse on loopback with the 212 992-byte default).
 SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
@@ -341,8 +341,7 @@ class BatchingUDPPort(udp.Port):
                         segment = int.from_bytes(value[:4], sys.byteorder)
             if segment and len(data) > segment:
                 self.stats.gro_reads += 1
-                for start in range(0, len(data), segment):
-                    received(data[start : start + segment], addr)
+                self.protocol.runReceived(data, segment, addr)
             else:
                 received(data, addr)
         return readAny and not signalled
@@ -368,7 +367,13 @@ class BatchingUDPPort(udp.Port):
                 while j < n and j - i < _GSO_MAX_SEGMENTS:
                     nxt, nxt_addr = datagrams[j]
                     length = len(nxt)
-                    if nxt_addr != addr or length > size or type(nxt) is not bytes or total + length > _GSO_MAX_BYTES:
+                    if (
+                        nxt_addr != addr
+                        or length > size
+                        or type(nxt) is not bytes
+                        or total + length > _GSO_MAX_BYTES
+                        or nxt[2:4] != data[2:4]  # one connection per run: a reuseport group steers a run as one
+                    ):
                         break
                     total += length
                     j += 1
@@ -379,7 +384,7 @@ class BatchingUDPPort(udp.Port):
                 i = j
                 continue
             run = datagrams[i:j]
-            buffers = [b"".join([d for d, _ in run])]
+            buffers = [d for d, _ in run]  # a scatter list: the kernel joins them, and GSO splits them again
             segment = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
             try:
                 try:
@@ -477,3 +482,50 @@ class BatchingUDPPort(udp.Port):
         for level, option in self._dontFragmentLevels:
             with contextlib.suppress(OSError):
                 sock.setsockopt(level, option, value)
+
+
+def adoptUTP(
+    reactor: Reactor, fileno: int, addressFamily: int, multiplexer: UTPMultiplexer, *, gro: bool = True
+) -> Any:
+    """Run ``multiplexer`` on a bound UDP socket made elsewhere, the descriptor ``fileno``; return the port.
+
+    As :func:`listenUTP`, but for a socket inherited from a supervisor (``txutp.reuseport``) or
+    opened by other means. The socket is duplicated (close ``fileno`` when you like) and made
+    non-blocking. With ``gro=False`` UDP GRO is turned off rather than on: a socket of a steered
+    ``SO_REUSEPORT`` group must not let the kernel coalesce datagrams that the group's program
+    would send to different sockets.
+    """
+    if not IReactorFDSet.providedBy(reactor):  # pragma: no cover - IOCP
+        return reactor.adoptDatagramPort(fileno, addressFamily, multiplexer, MAX_PACKET_SIZE)
+    udpPort = _AdoptedUDPPort.adopt(reactor, fileno, addressFamily, multiplexer, gro)
+    udpPort.startListening()  # type: ignore[no-untyped-call]
+    return udpPort
+
+
+class _AdoptedUDPPort(BatchingUDPPort):
+    """A :class:`BatchingUDPPort` on a socket it did not open (:func:`adoptUTP`)."""
+
+    allowGRO = True
+
+    @classmethod
+    def adopt(
+        cls, reactor: Any, fileno: int, addressFamily: int, multiplexer: UTPMultiplexer, gro: bool
+    ) -> _AdoptedUDPPort:
+        port: _AdoptedUDPPort = cls._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+            reactor, fileno, addressFamily, multiplexer, MAX_PACKET_SIZE
+        )
+        port.allowGRO = gro
+        return port
+
+    def _bindSocket(self) -> None:
+        super()._bindSocket()
+        self.socket.setblocking(False)
+
+    def enableGRO(self) -> bool:
+        """Turn UDP GRO on as :class:`BatchingUDPPort` does, or off when adopted with ``gro=False``."""
+        if self.allowGRO:
+            return super().enableGRO()
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 0)
+        self.gro = False
+        return False

@@ -87,6 +87,12 @@ class UTPServerEndpoint:
     or one address. ``config`` tunes the engine (a port already open, e.g. by a
     client with ``bindPort``, keeps its configuration). ``datagramProtocol``
     receives the datagrams that are not uTP and can send on the same port.
+
+    ``reusePort=N`` (Linux; ``utp:6881:reuseport=N``) says that this process is
+    one of ``N`` workers sharing the port, started by a
+    :class:`txutp.reuseport.WorkerSupervisor` (``twistd utp`` is one): it
+    listens on the socket the supervisor gave it (:func:`txutp.reuseport.listenWorker`),
+    and fails with ``CannotListenError`` in any other process. See ``docs/workers.rst``.
     """
 
     def __init__(
@@ -97,17 +103,33 @@ class UTPServerEndpoint:
         config: UTPConfig | None = None,
         *,
         datagramProtocol: DatagramProtocol | None = None,
+        reusePort: int | None = None,
     ) -> None:
         self._reactor = reactor
         self._port = port
         self._interface = interface
         self._config = config
         self._datagramProtocol = datagramProtocol
+        self._reusePort = reusePort
+
+    @property
+    def reusePortGroup(self) -> tuple[str, int, int] | None:
+        """``(interface, port, workers)`` of the port this endpoint shares with ``reusePort`` workers, or ``None``."""
+        return None if self._reusePort is None else (self._interface, self._port, self._reusePort)
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Start listening; fails with ``CannotListenError`` if the port cannot be had."""
         try:
-            mux = acquireMultiplexer(self._reactor, self._interface, self._port, self._config, self._datagramProtocol)
+            if self._reusePort is not None:
+                from .reuseport import listenWorker
+
+                mux = listenWorker(
+                    self._reactor, self._interface, self._port, self._reusePort, self._config, self._datagramProtocol
+                )
+            else:
+                mux = acquireMultiplexer(
+                    self._reactor, self._interface, self._port, self._config, self._datagramProtocol
+                )
             mux.hold()
             try:
                 mux.startListening(protocolFactory)

@@ -4,7 +4,9 @@
 service over uTP; ``twistd -n utp --listen tcp:2222 --connect utp:host=peer:port=6881``
 reaches it. Bytes flow both ways with backpressure (each side's transport is
 the other's producer) and half-close passes through. ``--echo`` instead of
-``--connect`` echoes every byte back (for testing).
+``--connect`` echoes every byte back (for testing). With ``--listen
+utp:6881:reuseport=4`` the process is a supervisor that runs the service in
+4 worker processes sharing the port (``txutp.reuseport``, Linux).
 
 This module must not import the reactor at import time: twistd loads it to
 parse options before it installs a reactor.
@@ -12,6 +14,8 @@ parse options before it installs a reactor.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -46,6 +50,11 @@ Examples:
   twistd -n utp --listen tcp:2222 --connect utp:host=peer.example:port=6881
   twistd -n utp --listen utp:7000 --echo
   twistd -n utp --listen utp:7000 --echo --metrics tcp:9100:interface=127.0.0.1
+  twistd -n utp --listen utp:6881:reuseport=4 --connect tcp:127.0.0.1:22
+
+With utp:<port>:reuseport=<n> (Linux) this process opens the port for n worker processes,
+runs the service in each, and starts a worker again if it exits; every --listen must then be
+such an endpoint, with the same n.
 """
     optFlags = [["echo", None, "Echo every byte back instead of forwarding."]]
     optParameters = [
@@ -62,6 +71,14 @@ Examples:
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
+        self["shared"] = []
+        #: The plugin's own arguments, as given (the workers of a reuseport=N supervisor get them).
+        self.arguments: list[str] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse ``options`` (``sys.argv[1:]`` by default), remembering them for worker processes."""
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        usage.Options.parseOptions(self, options)
 
     def opt_listen(self, description: str) -> None:
         """Server endpoint string to accept connections on (repeatable)."""
@@ -75,6 +92,33 @@ Examples:
             raise usage.UsageError("give at least one --listen endpoint")
         if bool(self["connect"]) == bool(self["echo"]):
             raise usage.UsageError("give exactly one of --connect <endpoint> and --echo")
+        self["shared"] = _sharedPorts(self["listen"])
+        if self["shared"]:
+            if len(self["shared"]) != len(self["listen"]) or len({n for _, _, n in self["shared"]}) != 1:
+                raise usage.UsageError(
+                    "with utp:<port>:reuseport=<n>, every --listen must be such an endpoint, with the same n"
+                    " (each worker process runs them all)"
+                )
+            if self["metrics"]:
+                raise usage.UsageError("--metrics cannot be combined with reuseport=<n> (every worker would serve it)")
+
+
+def _sharedPorts(descriptions: list[str]) -> list[tuple[str, int, int]]:
+    """``(interface, port, workers)`` of each ``utp:`` description with ``reuseport=<n>``."""
+    from twisted.internet.endpoints import serverFromString
+
+    shared = []
+    for description in descriptions:
+        if not description.startswith("utp:"):
+            continue
+        try:
+            endpoint = serverFromString(None, description)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        group = getattr(endpoint, "reusePortGroup", None)
+        if group is not None:
+            shared.append(group)
+    return shared
 
 
 def _halfClose(transport: ITransport) -> None:
@@ -224,6 +268,14 @@ def makeService(options: Options) -> IService:
     from twisted.application import strports
     from twisted.internet import reactor
 
+    if options["shared"]:
+        from .reuseport import WorkerSupervisor, currentWorker
+
+        if currentWorker() is None:
+            argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+            argv += ["--nodaemon", "--pidfile=", "--logfile=-", "utp", *options.arguments]
+            sockets = [(interface, port) for interface, port, _ in options["shared"]]
+            return WorkerSupervisor(reactor, argv, options["shared"][0][2], sockets)
     factory: Factory = EchoFactory() if options["echo"] else ForwardingFactory(reactor, options["connect"])
     service = MultiService()
     for description in options["listen"]:

@@ -121,6 +121,11 @@ class UTPConfig:
     #: A path ending in ``.jsonl`` gets the first connection's trace; any other is a directory
     #: (created if missing) with one file per connection. ``TXUTP_TRACE`` sets it for a process.
     trace: str | None = None
+    #: ``(index, count)``: outgoing connections receive only on ids ``X`` that are multiples of 4
+    #: with ``(X // 4) % count == index`` (``None``: any id). For one of ``count`` processes
+    #: sharing a UDP port (``txutp.reuseport``): the kernel steers each datagram by ``id // 4``,
+    #: so the peer's packets (``X``) and its RESETs (``X`` or ``X + 1``) reach this process.
+    connection_id_class: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("packet_size_ipv4", "packet_size_ipv6"):
@@ -150,6 +155,19 @@ class UTPConfig:
             raise ValueError("need 0 < min_rto <= max_rto")
         if self.shutdown_grace < 0:
             raise ValueError("shutdown_grace must not be negative")
+        if self.connection_id_class is not None:
+            cls = self.connection_id_class
+            if not (
+                isinstance(cls, tuple)
+                and len(cls) == 2
+                and all(type(v) is int for v in cls)
+                and 1 <= cls[1] <= 0x4000
+                and 0 <= cls[0] < cls[1]
+            ):
+                raise ValueError(
+                    f"connection_id_class must be (index, count) with 1 <= count <= 16384 and "
+                    f"0 <= index < count, not {cls!r}"
+                )
 
     def packet_size(self, ipv6: bool) -> int:
         """Return the UDP payload size of a full packet for the address family."""

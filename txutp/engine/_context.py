@@ -72,6 +72,16 @@ def _connection_id(value: int) -> int:
     return value
 
 
+def _class_member(id_class: tuple[int, int], bits: int) -> int:
+    """A receive id of ``id_class`` (``UTPConfig.connection_id_class``) drawn from the random ``bits``."""
+    index, count = id_class
+    return 4 * (index + count * (bits % ((0x4000 - index + count - 1) // count)))
+
+
+def _in_class(recv_id: int, id_class: tuple[int, int]) -> bool:
+    return recv_id % 4 == 0 and (recv_id >> 2) % id_class[1] == id_class[0]
+
+
 def _is_ipv6(addr: Any) -> bool:
     return isinstance(addr, tuple) and bool(addr) and ":" in str(addr[0])
 
@@ -164,8 +174,8 @@ class UTPContext:
         Portal Network does so; the peer :meth:`expect`\\ s it). It raises
         :class:`ConnectionIdInUse` if that id, or a neighbour that RESET routing
         could take for it, is in use towards ``addr`` (by a connection or an
-        expectation), and ``ValueError`` if it is not in 0..65535. By default the
-        id is random.
+        expectation), and ``ValueError`` if it is not in 0..65535 or not in
+        ``config.connection_id_class``. By default the id is random (within that class).
         """
         config = self.config
         if len(self.connections) >= config.max_connections:
@@ -177,13 +187,20 @@ class UTPContext:
                 f"too many uTP connections with {host_of(addr)} "
                 f"(max_connections_per_host={config.max_connections_per_host})"
             )
+        id_class = config.connection_id_class
         if connection_id is not None:
             recv_id = _connection_id(connection_id)
+            if id_class is not None and not _in_class(recv_id, id_class):
+                raise ValueError(
+                    f"uTP connection id {recv_id} is outside this context's connection_id_class {id_class}: "
+                    f"it must be a multiple of 4 whose quarter is {id_class[0]} modulo {id_class[1]}"
+                )
             if not self._id_free(addr, recv_id):
                 raise ConnectionIdInUse(f"uTP connection id {recv_id} is in use towards {addr!r}")
         else:
             for _ in range(64):
-                recv_id = self._random_bits(16)
+                bits = self._random_bits(16)
+                recv_id = bits if id_class is None else _class_member(id_class, bits)
                 if self._id_free(addr, recv_id):
                     break
             else:
