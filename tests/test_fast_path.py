@@ -104,3 +104,36 @@ def test_sending_full_packets_as_a_run_puts_the_same_datagrams_on_the_wire(
     runs = _run(seed, link, full_path=False, taken=taken)
     monkeypatch.setattr(UTPConnection, "_send_run", _one_at_a_time)
     assert _run(seed, link, full_path=False, taken=taken) == runs
+
+
+def test_a_gro_run_is_received_as_its_datagrams_one_by_one() -> None:
+    # UTPContext.receive_run (UDP GRO) against receive_datagram for each datagram: same ACKs, same bytes.
+    from txutp.engine import UTPConfig
+
+    from .helpers import A, Pair
+
+    results = []
+    for as_run in (False, True):
+        pair = Pair(UTPConfig(mtu_discovery=False))
+        pair.client.send(b"w" * 300_000, pair.now)  # open the congestion window first
+        for _ in range(40):
+            pair.pump(pair.now + 0.01)
+        assert pair.server.bytes_received == 300_000 and pair.client.stats().cwnd > 60_000
+        pair.events.clear()
+        pair.client.send(bytes(range(256)) * 200, pair.now)  # 51,200 bytes: 37 full packets and a short one
+        datagrams = pair.out_a()
+        extra = [b"not utp at all", datagrams[5]]  # a stranger's datagram and a duplicate, mid-run
+        segment = len(datagrams[0])
+        run = [*datagrams[:10], extra[1], *datagrams[10:-1]]
+        if as_run:
+            assert all(len(d) == segment for d in run)
+            other = pair.b.receive_run(b"".join(run), segment, A, pair.now)
+            other += [d for d in (extra[0], datagrams[-1]) if not pair.b.receive_datagram(d, A, pair.now)]
+        else:
+            other = [d for d in [*run, extra[0], datagrams[-1]] if not pair.b.receive_datagram(d, A, pair.now)]
+        acks = pair.out_b()
+        data = pair.received_by_b()
+        results.append((other, acks, data, pair.server.stats(), pair.b.stats.datagrams_received))
+    assert results[0] == results[1]
+    assert results[1][0] == [b"not utp at all"]
+    assert results[1][2] == bytes(range(256)) * 200

@@ -598,25 +598,22 @@ class UTPMultiplexer(DatagramProtocol):
     def runReceived(self, data: bytes, segment: int, addr: Any) -> None:
         """A run of datagrams from ``addr`` coalesced by the kernel (UDP GRO): every ``segment`` bytes of ``data``.
 
-        The same as :meth:`datagramReceived` for each, with one clock reading for the run.
+        The same as :meth:`datagramReceived` for each, with one clock reading for the run
+        (``UTPContext.receive_run``).
         """
         stats = self.stats
         size = len(data)
         stats.datagrams_received += (size + segment - 1) // segment
         stats.bytes_received += size
-        receive = self.context.receive_datagram
-        now = self.reactor.seconds()
-        for start in range(0, size, segment):
-            datagram = data[start : start + segment]
-            if not receive(datagram, addr, now):
-                if self.datagramProtocol is not None:
-                    stats.other_protocol += 1
-                    try:
-                        self.datagramProtocol.datagramReceived(datagram, addr)
-                    except Exception:
-                        _log.failure("Unhandled error in the user datagram protocol")
-                else:
-                    stats.garbage_dropped += 1
+        for datagram in self.context.receive_run(data, segment, addr, self.reactor.seconds()):
+            if self.datagramProtocol is not None:
+                stats.other_protocol += 1
+                try:
+                    self.datagramProtocol.datagramReceived(datagram, addr)
+                except Exception:
+                    _log.failure("Unhandled error in the user datagram protocol")
+            else:
+                stats.garbage_dropped += 1
         self._readPending = True
 
     def readBatchDone(self) -> None:
