@@ -47,7 +47,9 @@ class DatagramCarrier(Protocol):
     ``datagramReceived(datagram, address)`` per datagram, then ``doStop()``;
     it may call ``datagramTooBig(datagram, address)`` when a datagram exceeded
     the path and ``pathErrorReceived(datagram, address, error)`` for an ICMP
-    error about one, and a :class:`BatchingCarrier` calls ``readBatchDone()``.
+    error about one, ``runReceived(data, segment, address)`` for a run of
+    datagrams coalesced in one buffer, and a :class:`BatchingCarrier` calls
+    ``readBatchDone()``.
     Twisted's own UDP port (``reactor.listenUDP(port, multiplexer)``) is one.
     """
 
