@@ -62,6 +62,16 @@ Rows:
    (2 ms of jitter, which reorders datagrams), ``loss only`` (2 % each way) and ``loss + jitter``.
 6. LEDBAT at a 20 Mbit/s ``tbf`` bottleneck in a router namespace: the queueing
    delay a txutp flow adds (UDP probe) and the share a CUBIC TCP flow gets.
+7. The multi-process rows (group ``reuseport``: ``--rows reuseport``): ``twistd -n utp --listen
+   utp:PORT:interface=127.0.0.1:reuseport=N --echo`` (``txutp.reuseport``), N = 1 and N = 2, interleaved,
+   under 8 parallel connections from 2 client processes (``bench.reuseport_load``, 4 connections each,
+   each connection on its own UDP socket), each connection sending 16 MiB (``--reuseport-size``) and
+   reading it back. Aggregate MB/s = bytes sent + bytes echoed, over the span from the go signal to
+   the last echoed byte of any client; ratio N=2 / N=1. Server CPU: utime + stime of the supervisor
+   and its workers from ``/proc/<pid>/stat``, read right before the go signal and right after the
+   last echoed byte (the transfer, not the start-up); the per-run line also shows ``wait4`` of the
+   supervisor, which includes the workers (it reaps them before it exits), start-up included. The
+   clients run on the same 2 cores as the server: they cost about what the server does.
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -505,6 +516,102 @@ def ledbat_bottleneck() -> dict[str, float]:
         subprocess.run(["bash", "-c", NETNS_TEARDOWN], check=False)
 
 
+REUSEPORT_CLIENTS = 2  # client processes
+REUSEPORT_CONNECTIONS = 8  # connections in all
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree_cpu(pid: int) -> dict[int, float]:
+    """utime + stime (seconds) of ``pid`` and of each of its live children, from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    cpu = {}
+    for p in (pid, *children):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu[p] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
+    return cpu
+
+
+def reuseport_echo(workers: int, size: int) -> dict[str, float]:
+    """``twistd utp --echo`` with ``reuseport=workers`` under REUSEPORT_CONNECTIONS parallel echo connections."""
+    port = _free_udp_port()
+    procs: list[Proc] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "twistd.log"
+        argv = [str(Path(PY).with_name("twistd")), "-n", "--pidfile=", f"--logfile={log}", "utp"]
+        argv += ["--listen", f"utp:{port}:interface=127.0.0.1:reuseport={workers}", "--echo"]
+        server = Proc(
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp, start_new_session=True
+            )
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while (log.read_text() if log.exists() else "").count(f"EchoFactory starting on {port}") < workers:
+                if server.popen.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"twistd utp (reuseport={workers}) did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.05)
+            per = REUSEPORT_CONNECTIONS // REUSEPORT_CLIENTS
+            for _ in range(REUSEPORT_CLIENTS):
+                popen = subprocess.Popen(
+                    [*bench("reuseport_load"), str(port), str(per), str(size)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
+                procs.append(Proc(popen))
+                procs[-1].ready()
+            before = _tree_cpu(server.popen.pid)
+            if len(before) != workers + 1:
+                raise RuntimeError(f"twistd utp has {len(before) - 1} children, not {workers}")
+            for client in procs:
+                assert client.popen.stdin is not None
+                client.popen.stdin.write("go\n")
+                client.popen.stdin.flush()
+            results = [client.wait(150) for client in procs]
+            after = _tree_cpu(server.popen.pid)
+            server.popen.send_signal(signal.SIGTERM)
+            _, status, usage = os.wait4(server.popen.pid, 0)
+            server.popen.returncode = os.waitstatus_to_exitcode(status)
+            server.popen.communicate()
+            server_wait4 = usage.ru_utime + usage.ru_stime
+        finally:
+            if server.popen.poll() is None:  # failed: the workers first, while their pids are still theirs
+                for pid in _tree_cpu(server.popen.pid).keys() - {server.popen.pid}:
+                    os.kill(pid, signal.SIGKILL)
+            for proc in (*procs, server):
+                if proc.popen.poll() is None:
+                    proc.popen.kill()
+                    proc.popen.wait()
+    errors = [r["error"] for r in results if r.get("error")]
+    if errors:
+        raise RuntimeError(f"reuseport={workers}: {errors}")
+    moved = sum(r["sent"] + r["echoed"] for r in results)
+    seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
+    spent = {pid: after.get(pid, cpu) - cpu for pid, cpu in before.items()}
+    busiest = max(v for pid, v in spent.items() if pid != server.popen.pid)
+    return {
+        "mb_per_s": moved / seconds / MB,
+        "server_cpu_s": sum(spent.values()),
+        "busiest_worker_cpu_s": busiest,
+        "server_cpu_wait4_s": server_wait4,
+        "seconds": seconds,
+    }
+
+
 # ---------------------------------------------------------------------- the table
 
 
@@ -518,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-netns", action="store_true")
     p.add_argument(
         "--rows", nargs="*", default=[], help="run only the rows whose names (or groups: ucat) contain one of these"
+    )
+    p.add_argument(
+        "--reuseport-size", type=int, default=16 << 20, help="bytes each reuseport connection sends (and gets back)"
     )
     p.add_argument(
         "--ucat-buffer", type=int, default=ucat.SOURCE_BUFFER, help="the ucat source's stdin buffer (its -B)"
@@ -601,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
                 run(f"{path_name}: {kind}", partial(relayed, kind, ns.lossy_size, path, index + 1), runs=1)
     if not ns.skip_netns:
         run("LEDBAT at 20 Mbit/s", ledbat_bottleneck, runs=1)
+    for _ in range(ns.runs):
+        for workers in (1, 2):
+            run(f"reuseport={workers} echo", partial(reuseport_echo, workers, ns.reuseport_size), 1, ("reuseport",))
 
     def m(name: str, key: str | None = None) -> float:
         row = rows.get(name)
@@ -663,6 +776,16 @@ def main(argv: list[str] | None = None) -> int:
             "<= 120 ms",
         )
         line("  share left to a CUBIC TCP flow", f"{m('LEDBAT at 20 Mbit/s', 'tcp_share'):.0%}", "", ">= 80 %")
+    rp1, rp2 = m("reuseport=1 echo"), m("reuseport=2 echo")
+    connections = f"{REUSEPORT_CONNECTIONS} conns x {ns.reuseport_size / MB:.1f} MB, echoed"
+    for workers, v in ((1, rp1), (2, rp2)):
+        name = f"reuseport={workers} echo"
+        line(
+            f"twistd utp reuseport={workers}, {connections}",
+            f"{v:.0f} MB/s, server CPU {m(name, 'server_cpu_s'):.1f} s",
+            "anchor" if workers == 1 else f"{rp2 / rp1:.2f}x reuseport=1",
+            "",
+        )
     table = [r for r in table if "nan" not in r[1]]
     if not table:
         print("no rows measured")

@@ -44,6 +44,7 @@ closes) stops its reactor.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -368,7 +369,8 @@ class _Lifeline:
         _lifelines.pop(self.reactor, None)
         _log.warn("The txutp.reuseport supervisor is gone: stopping this worker")
         if getattr(self.reactor, "running", False):
-            self.reactor.stop()
+            with contextlib.suppress(error.ReactorNotRunning):  # already stopping: a SIGTERM came first
+                self.reactor.stop()
 
 
 # ---------------------------------------------------------------------- the supervisor
