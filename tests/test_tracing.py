@@ -5,28 +5,18 @@ from __future__ import annotations
 import itertools
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from txutp.engine import UTPConfig, UTPConnection, UTPContext
 from txutp.simulator import LinkConfig, Network, StreamApp
-from txutp.trace import TraceWriter, read_trace, summarize
+from txutp.trace import read_trace, summarize, trace_directory
 
 
-def _tracing(directory: Path, name: str) -> Any:
-    def factory(conn: UTPConnection, now: float) -> TraceWriter:
-        return TraceWriter(
-            directory / f"{name}-{conn.recv_id}.jsonl",
-            local=name,
-            peer=conn.peer_addr,
-            recv_id=conn.recv_id,
-            send_id=conn.send_id,
-            initiator=conn.initiator,
-            start=now,
-        )
-
-    return factory
+def _trace_path(directory: Path) -> Path:
+    """The one trace a directory traced by ``trace_directory`` holds."""
+    [path] = directory.iterdir()
+    return path
 
 
 def _transfer(tmp_path: Path, seed: int, link: LinkConfig, size: int) -> tuple[UTPConnection, UTPConnection, bytes]:
@@ -34,8 +24,8 @@ def _transfer(tmp_path: Path, seed: int, link: LinkConfig, size: int) -> tuple[U
     client = net.add_host(("10.0.0.1", 6881))
     server = net.add_host(("10.0.0.2", 6881), accepting=True)
     net.link(client, server, link)
-    client.context.tracer_factory = _tracing(tmp_path, "client")
-    server.context.tracer_factory = _tracing(tmp_path, "server")
+    client.context.tracer_factory = trace_directory(tmp_path / "client", "client")
+    server.context.tracer_factory = trace_directory(tmp_path / "server", "server")
     data = random.Random(seed).randbytes(size)
     received = StreamApp(b"", close_on_eof=True)
     accepted: list[UTPConnection] = []
@@ -58,7 +48,7 @@ def test_a_traced_transfer_over_a_lossy_path_adds_up_to_the_stats(tmp_path: Path
     link = LinkConfig(delay=0.02, jitter=0.004, loss=0.02, bandwidth=2_000_000, buffer=200_000)
     client, server, data = _transfer(tmp_path, seed, link, 2_000_000)
     for conn, name in ((client, "client"), (server, "server")):
-        header, events = read_trace(tmp_path / f"{name}-{conn.recv_id}.jsonl")
+        header, events = read_trace(_trace_path(tmp_path / name))
         events = list(events)
         assert header["connection"]["recv_id"] == conn.recv_id
         assert header["connection"]["initiator"] is conn.initiator
@@ -77,12 +67,12 @@ def test_a_traced_transfer_over_a_lossy_path_adds_up_to_the_stats(tmp_path: Path
         assert states[-1] == "closed" and "connected" in states, (name, states)
         assert events[-1]["name"] == "closed"
         assert all(b["t"] >= a["t"] for a, b in itertools.pairwise(events))
-    client_summary = summarize(read_trace(tmp_path / f"client-{client.recv_id}.jsonl")[1])
-    server_summary = summarize(read_trace(tmp_path / f"server-{server.recv_id}.jsonl")[1])
+    client_summary = summarize(read_trace(_trace_path(tmp_path / "client"))[1])
+    server_summary = summarize(read_trace(_trace_path(tmp_path / "server"))[1])
     assert client_summary["bytes_acked"] == len(data) == client.stats().bytes_sent
     assert server_summary["bytes_received"] == len(data)
     assert client_summary["retransmissions"] > 0 and client_summary["losses"] > 0  # the path really lost some
-    rtts = [e for e in read_trace(tmp_path / f"client-{client.recv_id}.jsonl")[1] if e["name"] == "rtt_sample"]
+    rtts = [e for e in read_trace(_trace_path(tmp_path / "client"))[1] if e["name"] == "rtt_sample"]
     assert rtts and all(0.04 <= e["rtt"] < 1.0 for e in rtts)
 
 
@@ -95,7 +85,7 @@ def test_without_a_tracer_factory_nothing_is_traced(tmp_path: Path) -> None:
 
 def test_a_factory_may_trace_only_some_connections(tmp_path: Path) -> None:
     ctx = UTPContext(UTPConfig())
-    traced = _tracing(tmp_path, "x")
+    traced = trace_directory(tmp_path, "x")
     ctx.tracer_factory = lambda conn, now: traced(conn, now) if conn.peer_addr[0] == "10.0.0.2" else None
     kept = ctx.connect(("10.0.0.2", 6881), 0.0)
     skipped = ctx.connect(("10.0.0.3", 6881), 0.0)

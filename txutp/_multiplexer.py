@@ -581,14 +581,7 @@ class UTPMultiplexer(DatagramProtocol):
         stats.datagrams_received += 1
         stats.bytes_received += len(datagram)
         if not self.context.receive_datagram(datagram, addr, self.reactor.seconds()):
-            if self.datagramProtocol is not None:
-                stats.other_protocol += 1
-                try:
-                    self.datagramProtocol.datagramReceived(datagram, addr)
-                except Exception:
-                    _log.failure("Unhandled error in the user datagram protocol")
-            else:
-                stats.garbage_dropped += 1
+            self._notUTP(datagram, addr)
         if self._batching:
             self._readPending = True
         elif self._flushCall is None and not self._flushing:
@@ -606,15 +599,19 @@ class UTPMultiplexer(DatagramProtocol):
         stats.datagrams_received += (size + segment - 1) // segment
         stats.bytes_received += size
         for datagram in self.context.receive_run(data, segment, addr, self.reactor.seconds()):
-            if self.datagramProtocol is not None:
-                stats.other_protocol += 1
-                try:
-                    self.datagramProtocol.datagramReceived(datagram, addr)
-                except Exception:
-                    _log.failure("Unhandled error in the user datagram protocol")
-            else:
-                stats.garbage_dropped += 1
+            self._notUTP(datagram, addr)
         self._readPending = True
+
+    def _notUTP(self, datagram: bytes, addr: Any) -> None:
+        """A datagram that is not uTP: the user datagram protocol's, or dropped."""
+        if self.datagramProtocol is None:
+            self.stats.garbage_dropped += 1
+            return
+        self.stats.other_protocol += 1
+        try:
+            self.datagramProtocol.datagramReceived(datagram, addr)
+        except Exception:
+            _log.failure("Unhandled error in the user datagram protocol")
 
     def readBatchDone(self) -> None:
         """A batching carrier delivered a batch of datagrams: flush once for all of them."""

@@ -30,7 +30,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from .engine import ConnectionState, Packet, PacketType, UTPConnection, UTPContext, encode_packet
+from .engine import ConnectionState, UTPConnection, UTPContext
 
 __all__ = ["CloseFinisher"]
 
@@ -118,7 +118,7 @@ class CloseFinisher:
         resets = self._settled()
         for conn in list(self._context.connections.values()):
             if conn.state is ConnectionState.LINGER and not conn.close_complete:
-                resets.append(_resetDatagram(conn))
+                resets.append((conn.reset_packet(now), conn.peer_addr))
             conn.abort(now)
         return resets
 
@@ -151,7 +151,8 @@ class CloseFinisher:
             if not self._owesClose(conn):
                 del owing[conn]
                 if conn.lingered and not conn.peer_fin_received:
-                    resets.append(_resetDatagram(conn))  # the engine gave up on the FIN; now the peer knows
+                    # The engine gave up on the FIN; now the peer knows.
+                    resets.append((conn.reset_packet(self._clock.seconds()), conn.peer_addr))
         return resets
 
     def _expired(self) -> None:
@@ -162,20 +163,10 @@ class CloseFinisher:
         for conn in list(self._context.connections.values()):
             if self._owesClose(conn):
                 if conn.state is ConnectionState.LINGER:
-                    resets.append(_resetDatagram(conn))  # abort() says nothing to a lingering peer
+                    resets.append((conn.reset_packet(now), conn.peer_addr))  # abort() says nothing to a lingering peer
                 conn.abort(now)
         if resets:
             self._send(resets)
         self._flush()  # the protocols learn (ConnectionAborted), the RESETs leave
         self.stop()
 
-
-def _resetDatagram(conn: UTPConnection) -> tuple[bytes, Any]:
-    """The RESET ``conn.abort()`` would send, for a connection past the point where it sends one.
-
-    Its ``seq_nr`` is our next sequence number (past our FIN) and its
-    ``ack_nr`` the peer's last packet received in order: what the peer's
-    RFC 5961 check takes as exact.
-    """
-    reset = Packet(PacketType.RESET, conn.send_id, 0, 0, 0, conn.final_seq_nr, conn.final_ack_nr)
-    return encode_packet(reset), conn.peer_addr

@@ -354,10 +354,21 @@ class UTPConnection:
         if self.state is ConnectionState.CLOSED:
             return
         if self.state is not ConnectionState.LINGER:
-            rec, recv = self._recovery, self._recv
-            self._out.append(write_packet(ST_RESET, self.send_id, now, self._reply_micro, 0, rec.next_seq, recv.ack_nr))
+            self._out.append(self.reset_packet(now))
             self.packets_sent += 1
         self._terminate(Input.ABORT, ConnectionAborted(), now)
+
+    def reset_packet(self, now: float) -> bytes:
+        """The RESET that ends this connection for the peer: :meth:`abort` sends it.
+
+        Its ``seq_nr`` is our next (past our FIN) and its ``ack_nr`` the peer's last
+        packet received in order, which the peer's RFC 5961 check takes as exact. A
+        caller may send it for a connection past the point where ``abort`` does
+        (lingering, or closed after lingering, with the peer's FIN never received).
+        """
+        return write_packet(
+            ST_RESET, self.send_id, now, self._reply_micro, 0, self._recovery.next_seq, self._recv.ack_nr
+        )
 
     def pause_reading(self) -> None:
         """Stop delivering data; our advertised window closes as data arrives."""
