@@ -648,3 +648,30 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+def test_a_worker_already_stopping_when_its_supervisor_vanishes_stops_quietly() -> None:
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    from txutp.reuseport import _Lifeline
+
+    class StoppingReactor:
+        running = True  # still running its shutdown triggers: stop() was called already
+        removed: list[object] = []
+
+        def removeReader(self, reader: object) -> None:
+            self.removed.append(reader)
+
+        def stop(self) -> None:
+            raise error.ReactorNotRunning("Can't stop reactor that isn't running.")
+
+    read, write = os.pipe()
+    os.close(write)
+    try:
+        reactor = StoppingReactor()
+        lifeline = _Lifeline(reactor, read)  # type: ignore[arg-type]
+        lifeline.connectionLost(Failure(error.ConnectionDone("the supervisor exited")))  # must not raise
+        assert reactor.removed == [lifeline]
+    finally:
+        os.close(read)
