@@ -61,7 +61,6 @@ Datagrams = list[tuple[bytes, Any]]
 _log = Logger()
 
 
-
 @dataclass(slots=True)
 class MultiplexerStats:
     """Counters of one multiplexer and its carrier (the context keeps its own in ``context.stats``).

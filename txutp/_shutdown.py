@@ -169,4 +169,3 @@ class CloseFinisher:
             self._send(resets)
         self._flush()  # the protocols learn (ConnectionAborted), the RESETs leave
         self.stop()
-
