@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.helpers import A_ISN, B_ISN, DATA, RESET, STATE, SYN, A, B, Pair, ScriptedBits, drain, fields, packet
 from txutp.engine import (
     Connected,
@@ -9,6 +13,7 @@ from txutp.engine import (
     ConnectionState,
     DataReceived,
     EndOfStream,
+    UTPConnection,
     UTPContext,
     decode_packet,
 )
@@ -119,3 +124,86 @@ def test_data_and_fin_in_one_batch_deliver_the_data_then_the_end() -> None:
     p.to_b(p.out_a())
     assert [e for _, e in drain(p.b)] == [DataReceived(b"last words"), EndOfStream()]
     assert p.server.peer_fin_received
+
+
+def _run_of(p: Pair, count: int, *, change: dict[int, dict[str, int]] | None = None) -> list[bytes]:
+    """``count`` in-order DATA datagrams of 1,000 payload bytes for the server, as its peer would send them."""
+    server = p.server
+    out = []
+    for i in range(count):
+        f = {
+            "first": DATA,
+            "conn_id": server.recv_id,
+            "seq": (server.final_ack_nr + 1 + i) & 0xFFFF,
+            "ack": (server.final_seq_nr - 1) & 0xFFFF,
+            "ts": 1_000 + 7 * i,
+            "wnd": 1 << 20,
+        }
+        f.update((change or {}).get(i, {}))
+        payload = bytes([i]) * 1000
+        out.append(packet(f["first"], f["conn_id"], f["seq"], f["ack"], payload, ts=f["ts"], wnd=f["wnd"]))
+    return out
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {4: {"seq": 0}},  # a gap: the run is taken up to it, the rest goes one by one
+        {3: {"ts": 0}},  # no timestamp: the full path
+        {5: {"conn_id": 0x1234}},  # another connection's (unknown) datagram mid-run
+        {2: {"first": RESET}},
+        {6: {"ack": 0}},  # an ACK number we cannot accept
+        {0: {"wnd": 10}, 7: {"wnd": 0}},  # the peer's window shuts
+        {1: {"wnd": 0}},
+    ],
+)
+def test_a_gro_run_leaves_what_its_datagrams_one_by_one_leave(
+    change: dict[int, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []
+    in_one_pass = UTPConnection.receive_in_order_run
+
+    def counting(conn: UTPConnection, *args: Any) -> int:
+        taken.append(in_one_pass(conn, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(UTPConnection, "receive_in_order_run", counting)
+    results = []
+    for as_run in (False, True):
+        p = Pair()
+        p.now = 0.5
+        run = _run_of(p, 8, change=change)
+        if as_run:
+            other = p.b.receive_run(b"".join(run), len(run[0]), A, p.now)
+            assert other == []
+        else:
+            for d in run:
+                assert p.b.receive_datagram(d, A, p.now)
+        server = p.server
+        results.append(
+            (
+                p.out_b(),
+                [e for _, e in drain(p.b)],
+                server.stats(),
+                server.final_ack_nr,
+                server.get_timer(),
+                server.cc.stats(),
+                p.b.stats.datagrams_received,
+            )
+        )
+    assert results[0] == results[1]
+    # The run is taken in one pass up to its first datagram that is not plain in-order data.
+    assert taken == [min([i for i, c in change.items() if set(c) - {"wnd"}], default=8)]
+
+
+def test_a_gro_run_for_a_reader_that_paused_goes_one_by_one() -> None:
+    p = Pair()
+    p.server.pause_reading()
+    run = _run_of(p, 5)
+    assert p.b.receive_run(b"".join(run), len(run[0]), A, p.now) == []
+    assert p.server.bytes_received == 5000 and drain(p.b) == []
+    p.server.resume_reading(p.now)
+    assert b"".join(e.data for _, e in drain(p.b) if isinstance(e, DataReceived)) == b"".join(
+        bytes([i]) * 1000 for i in range(5)
+    )

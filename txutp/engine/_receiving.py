@@ -11,12 +11,26 @@ receiver, from raw header fields, at half the cost; it declines everything else.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ._buffers import DROPPED, DUPLICATE, EOF_READY
 from ._connection_base import TIMER_CONFIRM, TIMER_ZERO_WINDOW_PROBE, ConnectionBase
 from ._events import Connected, ConnectionClosed, ConnectionReset, Writable
-from ._packet import SEQ_MASK, ST_DATA, ST_FIN, ST_RESET, ST_STATE, ST_SYN, TS_MASK, Packet, to_timestamp_us
+from ._packet import (
+    HEADER_SIZE,
+    SEQ_MASK,
+    ST_DATA,
+    ST_FIN,
+    ST_RESET,
+    ST_STATE,
+    ST_SYN,
+    TS_MASK,
+    VERSION,
+    Packet,
+    to_timestamp_us,
+)
 from ._state import ConnectionState, Input
 from ._timers import Timer
 
@@ -26,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionReceiving"]
 
 _NO_SAMPLE = 0x7FFFFFFF  # uTorrent bug: treated like 0, "no sample"
+_DATA_V1 = (ST_DATA << 4) | VERSION
+_TIMESTAMP = struct.Struct(">I")
 
 
 class ConnectionReceiving(ConnectionBase):
@@ -78,6 +94,65 @@ class ConnectionReceiving(ConnectionBase):
         if self.wakeup is not None:
             self.wakeup(self)
         return True
+
+    def receive_in_order_run(
+        self: Self, headers: Iterator[tuple[int, ...]], view: memoryview, segment: int, now: float
+    ) -> int:
+        """:meth:`receive_in_order_data` for the longest prefix of a GRO run it covers; return its length.
+
+        ``view`` holds datagrams of ``segment`` bytes back to back (more than a
+        header each) and ``headers`` their headers, decoded in one pass
+        (``struct.iter_unpack``). Each taken datagram is an extension-free DATA for
+        this connection, next in order, with a timestamp, acknowledging everything
+        we sent; the run's payloads reach the reader as one piece. The state that
+        follows is what the datagrams taken one by one would leave.
+        """
+        if self.state is not ConnectionState.CONNECTED:
+            return 0
+        recv = self._recv
+        rec = self._recovery
+        if recv.reorder or recv.paused or recv.discard or rec.has_unacked or self._send.unsent:
+            return 0
+        expected = (recv.ack_nr + 1) & SEQ_MASK
+        acked = (rec.next_seq - 1) & SEQ_MASK
+        recv_id = self.recv_id
+        mss = self.mss
+        taken = 0
+        last_ts = last_wnd = 0
+        opened = False  # did any of them advertise room for a packet?
+        for first, ext, cid, ts, _, wnd, seq, ack in headers:
+            if first != _DATA_V1 or ext or cid != recv_id or seq != expected or ack != acked or not ts:
+                break
+            taken += 1
+            expected = (seq + 1) & SEQ_MASK
+            last_ts = ts
+            last_wnd = wnd
+            if wnd >= mss:
+                opened = True
+        if not taken:
+            return 0
+        self.packets_received += taken
+        self._last_heard = now
+        micros = int(now * 1_000_000)
+        if now >= self._next_reverse_sample:  # the run's first datagram takes the sample, as one by one
+            self._next_reverse_sample = now + 0.01
+            rec.cc.on_reverse_delay(now=now, delay_us=(micros - _TIMESTAMP.unpack_from(view, 4)[0]) & TS_MASK)
+        self._reply_micro = (micros - last_ts) & TS_MASK
+        self._timers[TIMER_CONFIRM] = None
+        rec.peer_wnd = last_wnd
+        if opened:
+            self._timers[TIMER_ZERO_WINDOW_PROBE] = None
+            self._probe_interval = self.config.initial_rto
+        recv.ack_pending = True
+        recv.ack_nr = (expected - 1) & SEQ_MASK
+        payload = b"".join([view[at + HEADER_SIZE : at + segment] for at in range(0, taken * segment, segment)])
+        size = len(payload)
+        recv.deliver.append(payload)
+        recv.deliver_bytes += size
+        recv.received_bytes += size
+        if self.wakeup is not None:
+            self.wakeup(self)
+        return taken
 
     def receive_packet(self, pkt: Packet, now: float) -> None:
         """Process one packet addressed to this connection (already routed by id and address)."""

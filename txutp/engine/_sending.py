@@ -102,15 +102,15 @@ class ConnectionSending(ConnectionBase):
     def _send_run(self, count: int, now: float) -> None:
         """Send ``count`` full-size DATA packets at once: one header template, one record call.
 
-        The same datagrams as ``count`` calls of :meth:`_send_new`, at about half the cost.
+        The same datagrams as ``count`` calls of :meth:`_send_new`, at about half the
+        cost: each payload goes from the send buffer into its datagram, and the
+        in-flight record's copy is sliced from the datagram (bytes: a view would be
+        one more object for the garbage collector to follow per packet in flight).
         """
         mss = self.mss
-        send = self._send
+        unsent = self._send.unsent
         size = count * mss
-        chunk = bytes(send.unsent[:size])
-        del send.unsent[:size]
-        payloads = [chunk[i : i + mss] for i in range(0, size, mss)]
-        seq = self._recovery.on_sent_run(payloads, now)
+        rec = self._recovery
         recv = self._recv
         wnd = recv.window()
         recv.sent_window = wnd
@@ -118,10 +118,15 @@ class ConnectionSending(ConnectionBase):
             recv.ack_pending = False
         head = _DATA_HEAD.pack(_DATA_V1, 0, self.send_id, int(now * 1_000_000) & TS_MASK, self._reply_micro, wnd)
         tail = recv.ack_nr.to_bytes(2, "big")
-        out = self._out
-        for payload in payloads:
-            out.append(b"".join((head, seq.to_bytes(2, "big"), tail, payload)))
-            seq = (seq + 1) & SEQ_MASK
+        seq = rec.next_seq
+        with memoryview(unsent) as view:
+            datagrams = [
+                b"".join((head, ((seq + k) & SEQ_MASK).to_bytes(2, "big"), tail, view[at : at + mss]))
+                for k, at in enumerate(range(0, size, mss))
+            ]
+        del unsent[:size]
+        rec.on_sent_run([d[HEADER_SIZE:] for d in datagrams], now)
+        self._out += datagrams
         self.packets_sent += count
         self.bytes_sent += size
 
