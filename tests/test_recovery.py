@@ -102,6 +102,31 @@ def test_bytes_in_flight_and_cumulative_ack_with_karn_sample() -> None:
     assert cc.calls == ["ack"]
 
 
+def test_records_acknowledged_on_first_sending_are_reused_fresh() -> None:
+    rec, _ = make()
+    first = rec.on_sent_run([bytes([i]) * MSS for i in range(4)], 0.0)
+    records = [rec.outstanding[(first + i) & 0xFFFF] for i in range(4)]
+    lost = rec.find((first + 3) & 0xFFFF)
+    assert lost is not None
+    rec.mark_lost((first + 3) & 0xFFFF, 0.0)
+    resend_all(rec, 0.05)  # sent twice: never reused (its retransmission history matters)
+    ack(rec, (first + 3) & 0xFFFF, 0.1)
+    assert rec.bytes_in_flight == 0
+    spare = rec._spare
+    assert spare == records[:3] and all(e.payload == b"" for e in spare)  # no payload kept alive
+    second = rec.on_sent_run([b"y" * MSS, b"z" * MSS], 0.2)
+    reused = [rec.outstanding[second], rec.outstanding[(second + 1) & 0xFFFF]]
+    assert all(any(e is r for r in records[:3]) for e in reused) and lost not in spare
+    for entry, payload in zip(reused, (b"y" * MSS, b"z" * MSS)):
+        assert entry.payload == payload and entry.sent_at == entry.first_sent_at == 0.2
+        assert (entry.transmissions, entry.probe, entry.cause, entry.episode, entry.is_fin) == (1, False, 0, 0, False)
+    assert [e.tx for e in reused] == sorted({e.tx for e in reused}) and reused[0].tx > lost.tx
+    ack(rec, (second + 1) & 0xFFFF, 0.3)
+    assert rec.rtt.srtt is not None and rec.bytes_in_flight == 0
+    rec.clear()
+    assert rec._spare == []
+
+
 def test_acks_in_one_batch_do_not_make_a_window_limited_sender_look_idle() -> None:
     rec, cc = make()
     cc.cwnd = 10 * MSS

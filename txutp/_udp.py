@@ -364,7 +364,9 @@ class BatchingUDPPort(udp.Port):
             j = i + 1
             if type(data) is bytes:  # a DontFragment probe goes alone
                 total = size
-                while j < n and j - i < _GSO_MAX_SEGMENTS:
+                cid = data[2:4]  # one connection per run: a reuseport group steers a run as one
+                last = min(n, i + _GSO_MAX_SEGMENTS)
+                while j < last:
                     nxt, nxt_addr = datagrams[j]
                     length = len(nxt)
                     if (
@@ -372,7 +374,7 @@ class BatchingUDPPort(udp.Port):
                         or length > size
                         or type(nxt) is not bytes
                         or total + length > _GSO_MAX_BYTES
-                        or nxt[2:4] != data[2:4]  # one connection per run: a reuseport group steers a run as one
+                        or nxt[2:4] != cid
                     ):
                         break
                     total += length

@@ -18,6 +18,7 @@ import heapq
 import secrets
 import struct
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from ._config import UTPConfig
@@ -619,8 +620,7 @@ class UTPContext:
             for conn in batch:
                 addr = conn.peer_addr
                 datagrams = conn.datagrams_to_send(now)
-                for data in datagrams:
-                    out.append((data, addr))
+                out += zip(datagrams, repeat(addr))
                 if conn.tracer is not None:
                     trace = self._traces[conn]
                     trace.sent(datagrams, now)

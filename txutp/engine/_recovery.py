@@ -60,6 +60,9 @@ GIVE_UP = 3  # too many timeouts without progress
 
 # Why a packet was marked lost (SentPacket.cause).
 _ACK_DETECTED = 1
+#: How many acknowledged records a connection keeps for reuse: allocating one per packet, each
+#: followed by the garbage collector, cost a bulk sender about a tenth of its time.
+_SPARE = 128
 _TIMEOUT = 2
 _TAIL_PROBE = 3
 _OTHER = 4  # MTU probe lost, zero-window probe, EMSGSIZE: not congestion
@@ -102,6 +105,7 @@ class Recovery:
     __slots__ = (
         "_episode",
         "_pto_from",
+        "_spare",
         "_rack_rtt",
         "_rack_sent_at",
         "_rack_tx",
@@ -167,6 +171,8 @@ class Recovery:
         self.outstanding: dict[int, SentPacket] = {}
         self.lost: dict[int, SentPacket] = {}
         self.sacked: dict[int, SentPacket] = {}
+        #: Records of packets acknowledged on first sending, for the next ones sent (at most ``_SPARE``).
+        self._spare: list[SentPacket] = []
         self.bytes_in_flight = 0
         #: Payload bytes the peer acknowledged, cumulatively or selectively, so far.
         self.bytes_delivered = 0
@@ -309,9 +315,17 @@ class Recovery:
         first = seq = self.next_seq
         tx = self._tx
         outstanding = self.outstanding
+        spare = self._spare
         total = 0
         for payload in payloads:
-            outstanding[seq] = SentPacket(payload, False, now, tx)
+            if spare:
+                entry = spare.pop()  # acknowledged on first sending: only these fields changed
+                entry.payload = payload
+                entry.sent_at = entry.first_sent_at = now
+                entry.tx = tx
+                outstanding[seq] = entry
+            else:
+                outstanding[seq] = SentPacket(payload, False, now, tx)
             tx += 1
             total += len(payload)
             seq = (seq + 1) & SEQ_MASK
@@ -408,21 +422,25 @@ class Recovery:
         rack_at = -1.0
         marked = False
         if 0 < n <= outstanding_count:
-            out = self.outstanding
+            pop = self.outstanding.pop
+            spare = self._spare
             newest = -1.0  # the newest once-sent packet acknowledged: the RTT sample (Karn)
+            freed = 0  # payload bytes no longer in flight
             for i in range(n):
                 seq = (una + i) & SEQ_MASK
-                entry = out.pop(seq, None)
+                entry = pop(seq, None)
                 if entry is not None:
-                    size = len(entry.payload)
-                    self.bytes_in_flight -= size
-                    acked += size
+                    freed += len(entry.payload)
                     if entry.transmissions == 1:
                         if entry.sent_at > newest:
                             newest = entry.sent_at
                         if entry.tx > rack_tx:
                             rack_tx = entry.tx
                             rack_at = entry.sent_at
+                        if not (entry.is_fin or entry.probe) and len(spare) < _SPARE:
+                            entry.payload = b""
+                            spare.append(entry)
+                            continue
                     elif self._delivered_retransmission(entry, echo_us, now) and entry.tx > rack_tx:
                         rack_tx = entry.tx
                         rack_at = entry.sent_at
@@ -441,6 +459,8 @@ class Recovery:
                     self.fin_acked = True
                 if entry.probe and self.on_probe_outcome is not None:
                     self.on_probe_outcome(entry, True)
+            self.bytes_in_flight -= freed
+            acked += freed
             self.snd_una = (ack_nr + 1) & SEQ_MASK
             self.dup_acks = 0
             self.rto_count = 0
@@ -767,6 +787,7 @@ class Recovery:
         self.outstanding.clear()
         self.lost.clear()
         self.sacked.clear()
+        self._spare.clear()
         self._resend.clear()
         self.bytes_in_flight = 0
         self.rto_deadline = None
