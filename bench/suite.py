@@ -14,10 +14,13 @@ anchor needs root (or CAP_NET_ADMIN) for its 8 MiB socket buffers. Every row run
 processes on loopback, ``--runs`` times, and reports the median; every ratio is
 taken against an anchor measured in the same run, because the machine is shared
 and its speed drifts. CPU seconds and peak RSS come from ``wait4`` on each
-process, minus the same program's start-up cost measured alone: for txutp's peer,
-``bench.utp_bulk --startup-only``, which exits once its endpoint string is parsed (the
-interpreter, the imports and Twisted's plugin scan: about 0.35 s of CPU, 0.1 s of it the
-plugin scan, none of it per byte); for ucat, ``ucat -h``.
+process, minus the same program's start-up cost measured alone (for ucat, ``ucat -h``).
+txutp's peer, ``bench.utp_bulk``, reports its own CPU instead (``getrusage`` at the
+connection and at the last byte, or for a source the peer's EOF: the interval its goodput
+times), because its start-up (the interpreter, the imports and Twisted's plugin scan, about
+0.35 s) is most of its process's CPU for 100 MiB and varies run to run by more than the
+transfer's own cost; subtracting a separately measured start-up left figures from 0 to 3 µs
+per packet for the same transfer.
 
 Goodput is measured at the receiving application, from the connection (ucat: the first byte)
 to the last byte it got -- never to the EOF or the close (``bench/utp_bulk.py``'s sink;
@@ -231,7 +234,10 @@ def bulk(
     snk = sink.wait()
     if snk.get("bytes") != size or snk.get("error") or src.get("error"):
         raise RuntimeError(f"transfer failed: sink {snk} source {src}")
-    cpu_src, cpu_sink = max(0.0, source.cpu - base[kinds[0]]), max(0.0, sink.cpu - base[kinds[1]])
+    # A txutp peer reads its CPU over the timed interval itself; the others are charged their whole
+    # process less its start-up.
+    cpu_src = src["cpu_seconds"] if "cpu_seconds" in src else max(0.0, source.cpu - base[kinds[0]])
+    cpu_sink = snk["cpu_seconds"] if "cpu_seconds" in snk else max(0.0, sink.cpu - base[kinds[1]])
     result = {
         "mb_per_s": size / snk["seconds"] / MB,
         "cpu_s_per_gb": (cpu_src + cpu_sink) / (size / 1e9),

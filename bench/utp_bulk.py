@@ -17,13 +17,16 @@ from the connection made to the last byte delivered to the application
 connection made to the peer's EOF, which a sink sends only once it has read every
 byte: never the close handshake. ``eof_seconds`` (to the peer's EOF) and
 ``close_seconds`` (to ``connectionLost``) are reported beside it, so a close stall
-shows as their difference instead of hiding in the goodput.
+shows as their difference instead of hiding in the goodput. ``cpu_seconds`` is the
+process's CPU (``getrusage``) over the same interval as ``seconds``: the transfer's
+cost, with no start-up or teardown in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from typing import Any
@@ -38,6 +41,14 @@ from zope.interface import implementer
 from tests.peers import stream
 
 reactor: Any = _reactor
+
+
+def _cpu() -> float:
+    """This process's CPU seconds so far, user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 CHUNK = 256 * 1024
 
 
@@ -88,9 +99,12 @@ class BulkProtocol(Protocol):
         self.chunks: list[bytes] = []
         self.started = 0.0
         self.lastByte = 0.0
+        self.cpuStarted = 0.0
+        self.cpuAtEnd: float | None = None  # at the last byte (a sink) or the peer's EOF (a source)
 
     def connectionMade(self) -> None:
         self.started = time.perf_counter()
+        self.cpuStarted = _cpu()
         transport: Any = self.transport
         if self.result.get("report"):
             self._report()
@@ -116,12 +130,16 @@ class BulkProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.lastByte = time.perf_counter()
+        if self.mode == "sink":
+            self.cpuAtEnd = _cpu()
         self.received += len(data)
         if self.verify:
             self.chunks.append(data)
 
     def readConnectionLost(self) -> None:
         self.result["eof_seconds"] = time.perf_counter() - self.started
+        if self.mode == "source":
+            self.cpuAtEnd = _cpu()
         if self.mode == "sink":
             self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -144,6 +162,8 @@ class BulkProtocol(Protocol):
             reason=reason.getErrorMessage() if not reason.check(Exception) else "",
             clean=type(reason.value).__name__ == "ConnectionDone",
         )
+        if self.cpuAtEnd is not None:
+            result["cpu_seconds"] = self.cpuAtEnd - self.cpuStarted  # over the interval ``seconds`` times
         stats = getattr(self.transport, "stats", None)
         if stats is not None:
             s = stats()
