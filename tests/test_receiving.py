@@ -207,3 +207,17 @@ def test_a_gro_run_for_a_reader_that_paused_goes_one_by_one() -> None:
     assert b"".join(e.data for _, e in drain(p.b) if isinstance(e, DataReceived)) == b"".join(
         bytes([i]) * 1000 for i in range(5)
     )
+
+
+def test_a_peer_varying_its_run_sizes_leaves_few_decoders_behind() -> None:
+    from txutp.engine import _context
+
+    p = Pair()
+    held = []
+    for size in range(100, 140):
+        # Out of order for a live connection: the run is decoded in one pass, then taken one by one.
+        seq = (p.server.final_ack_nr + 500) & 0xFFFF
+        datagram = packet(DATA, p.server.recv_id, seq, (p.server.final_seq_nr - 1) & 0xFFFF, bytes(size - 20))
+        p.b.receive_run(datagram * 3, size, A, p.now)
+        held.append(len(_context._RUN_HEADERS))
+    assert max(held) == 8
