@@ -101,6 +101,31 @@ def test_an_ack_of_data_never_sent_is_dropped() -> None:
     assert drain(p.a) == []
 
 
+def test_data_the_path_delayed_behind_the_peers_later_acks_is_delivered() -> None:
+    """A request overtaken by the ACKs its sender sent after it (jitter) carries an old ack_nr: kept.
+
+    Dropping it (libutp's slack of 3 below the oldest unacknowledged packet)
+    made libtorrent resend its request until it gave up on the connection.
+    """
+    p = Pair()
+    p.client.send(b"x" * 200 * p.client.mss, p.now)
+    while len(bulk := p.out_a()) < 10:  # slow start, until a flight of 10 or more
+        p.to_b(bulk)
+        p.now += 0.01
+        p.to_a(p.out_b())
+    drain(p.b)
+    p.to_b(bulk[:2])
+    p.server.send(b"request", p.now)
+    request = [d for d in p.out_b() if fields(d)[0] == DATA]  # acknowledges the first 2
+    assert len(request) == 1
+    p.to_b(bulk[2:])
+    p.to_a(p.out_b())  # the ACK of them all, which overtakes the request
+    assert p.client.bytes_in_flight == 0
+    p.to_a(request)
+    assert p.client.dropped_packets == 0
+    assert b"".join(e.data for _, e in drain(p.a) if isinstance(e, DataReceived)) == b"request"
+
+
 def test_an_exact_reset_ends_the_connection_and_an_inexact_one_draws_a_challenge() -> None:
     p = Pair()
     client = p.client

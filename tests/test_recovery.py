@@ -153,6 +153,34 @@ def test_acceptable_ack_numbers_are_what_we_sent() -> None:
     assert not rec.acceptable(ISN - 10)
 
 
+def test_an_ack_the_path_delayed_stays_acceptable_down_to_the_widest_span() -> None:
+    """RFC 5961's SND.UNA - MAX.SND.WND: a packet overtaken by the peer's later ACKs is not dropped."""
+    rec, _ = make()
+    assert rec.max_span == 0
+    s = send(rec, 20, 0.0)
+    assert rec.max_span == 20
+    ack(rec, s[9], 0.1)
+    assert rec.max_span == 20  # acknowledging does not shrink it
+    s += send(rec, 5, 0.1)  # 15 in flight: not wider
+    assert rec.max_span == 20
+    ack(rec, s[24], 0.2)  # everything acknowledged
+    assert rec.acceptable(s[9]) and rec.acceptable(s[1])  # the peer's ACK of 0.1 s ago, and older
+    assert not rec.acceptable(s[0])  # 24 behind: more than was ever in flight, plus the slack of 3
+    assert not rec.acceptable(s[24] + 1)
+
+
+def test_an_old_ack_leaves_the_window_and_the_flight_alone() -> None:
+    rec, cc = make()
+    s = send(rec, 10, 0.0)
+    ack(rec, s[5], 0.1, wnd=50_000)
+    calls = list(cc.calls)
+    assert ack(rec, s[2], 0.11, wnd=0) == 0  # overtaken by the ACK of s[5]: its window is older too
+    assert rec.peer_wnd == 50_000 and rec.snd_una == s[6] and rec.dup_acks == 0
+    assert cc.calls == calls
+    assert ack(rec, s[2], 0.12, sacked=[s[7]]) == MSS  # its SACK is still true
+    assert s[7] not in rec.outstanding and rec.snd_una == s[6]
+
+
 # --------------------------------------------------------------------------- RACK
 
 

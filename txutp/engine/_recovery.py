@@ -42,7 +42,8 @@ from .congestion import CongestionController
 
 __all__ = ["GIVE_UP", "NOTHING", "PROBE", "RETRANSMIT", "Recovery", "SentPacket"]
 
-#: Slack below the oldest unacked packet allowed in a peer's ack_nr (libutp ACK_NR_ALLOWED_WINDOW).
+#: Slack below the oldest unacked packet allowed in a peer's ack_nr (libutp ACK_NR_ALLOWED_WINDOW),
+#: beyond the most packets ever unacknowledged at once (:attr:`Recovery.max_span`).
 ACK_SLACK = 3
 #: The reordering window never goes below this: timers cannot resolve less.
 MIN_REORDER_WINDOW = 0.001
@@ -131,6 +132,7 @@ class Recovery:
         "idle_since",
         "loss_deadline",
         "lost",
+        "max_span",
         "mss",
         "next_seq",
         "on_probe_outcome",
@@ -168,6 +170,8 @@ class Recovery:
         #: The next sequence number to send, and the oldest unacknowledged one.
         self.next_seq = next_seq & SEQ_MASK
         self.snd_una = self.next_seq
+        #: The most packets ever unacknowledged at once (RFC 5961's MAX.SND.WND, in packets).
+        self.max_span = 0
         self.outstanding: dict[int, SentPacket] = {}
         self.lost: dict[int, SentPacket] = {}
         self.sacked: dict[int, SentPacket] = {}
@@ -237,13 +241,17 @@ class Recovery:
     def acceptable(self, ack_nr: int, *, reset: bool = False) -> bool:
         """The DRDoS check: does ``ack_nr`` fall within what we actually sent?
 
-        Allowed: from ``ACK_SLACK`` below the oldest unacknowledged packet up to
-        the last sequence number used (up to the next one for a RESET, which may
-        answer a STATE packet).
+        Allowed: up to the last sequence number used (up to the next one for a
+        RESET, which may answer a STATE packet), and down to ``ACK_SLACK`` plus
+        :attr:`max_span` below the oldest unacknowledged packet. The second
+        term is RFC 5961's ``SND.UNA - MAX.SND.WND``: a packet the path delayed
+        behind the peer's later ACKs carries an ACK that old, and its payload
+        must not be lost with it. Before we sent any data (a connection still
+        unconfirmed) the span is 0 and the check is libutp's.
         """
         nxt = self.next_seq
         back = (nxt - 1 - ack_nr) & SEQ_MASK
-        if back <= ((nxt - self.snd_una) & SEQ_MASK) + ACK_SLACK:
+        if back <= ((nxt - self.snd_una) & SEQ_MASK) + self.max_span + ACK_SLACK:
             return True
         return reset and ack_nr == nxt
 
@@ -305,6 +313,9 @@ class Recovery:
         self._tx += 1
         self.outstanding[seq] = entry
         self.bytes_in_flight += len(payload)
+        span = (seq + 1 - self.snd_una) & SEQ_MASK
+        if span > self.max_span:
+            self.max_span = span
         self._pto_from = now
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
@@ -332,6 +343,9 @@ class Recovery:
         self.next_seq = seq
         self._tx = tx
         self.bytes_in_flight += total
+        span = (seq - self.snd_una) & SEQ_MASK
+        if span > self.max_span:
+            self.max_span = span
         self._pto_from = now
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
@@ -408,13 +422,18 @@ class Recovery:
         packet (only those count as duplicate ACKs).
         """
         old_wnd = self.peer_wnd
-        self.peer_wnd = peer_wnd
-        if not self.outstanding and not self.lost and not self.sacked:
-            return 0  # nothing in flight: only the window was news
-        rtt = self.rtt
         una = self.snd_una
         n = (ack_nr + 1 - una) & SEQ_MASK
         outstanding_count = (self.next_seq - una) & SEQ_MASK
+        if n <= outstanding_count:
+            self.peer_wnd = peer_wnd
+        else:
+            # An ACK older than one already taken (the path reordered them): its window is
+            # older too (TCP's SND.WL rule); its SACK is still true.
+            peer_wnd = old_wnd
+        if not self.outstanding and not self.lost and not self.sacked:
+            return 0  # nothing in flight: only the window was news
+        rtt = self.rtt
         in_flight_before = self.bytes_in_flight
         samples_before = rtt.count
         acked = 0
