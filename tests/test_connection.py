@@ -7,12 +7,16 @@ import pytest
 from tests.helpers import A_ISN, DATA, FIN, RESET, STATE, SYN, A, B, Pair, ScriptedBits, drain, fields, packet
 from txutp.engine import (
     Connected,
+    ConnectionClosed,
+    ConnectionState,
+    ConnectionTimedOut,
     DataReceived,
     RTTEstimator,
     UTPConfig,
     UTPContext,
     decode_packet,
 )
+from txutp.engine._connection import FIN_RESENDS
 from txutp.engine._packet import ST_DATA
 
 # tests/test_sack_holes.py imports Pair (the harness's) and _payloads from here.
@@ -292,6 +296,50 @@ def test_reset_when_only_our_fin_is_unacknowledged_is_a_clean_close() -> None:
     [_, fin] = q.out_a()
     q.to_a([packet(RESET, q.client.send_id, 4321, fields(fin)[6])])  # the answer to our FIN: exact
     assert [e for _, e in drain(q.a)] == [ConnectionReset()]
+
+
+def _silenced_fin(both_fins: bool) -> tuple[Pair, list[tuple[float, list[bytes]]]]:
+    """The client closes after the data; its FIN's ACK never comes back. Return what it sent when."""
+    p = Pair()
+    p.client.send(b"all of it", p.now)
+    p.to_b(p.out_a())
+    p.to_a(p.out_b())  # the data is acknowledged
+    if both_fins:
+        p.server.close(p.now)
+        p.to_a(p.out_b())  # the server's FIN: the client's reader sees the end
+        assert p.client.peer_fin_received
+    p.client.close(p.now)
+    sent = [(p.now, [d for d in p.out_a() if d[0] == FIN])]
+    drain(p.a)
+    while (deadline := p.a.get_timer()) is not None and deadline < 600:  # the server is gone
+        p.now = deadline
+        p.a.handle_timer(p.now)
+        sent.append((p.now, [d for d in p.out_a() if d[0] == FIN]))
+        if any(isinstance(e, (ConnectionClosed, ConnectionTimedOut)) for _, e in drain(p.a)):
+            break
+    return p, sent
+
+
+def test_a_fin_unanswered_after_both_fins_ends_cleanly_after_two_resends() -> None:
+    """The peer's FIN came, everything was acknowledged, then silence: it took our FIN and left.
+
+    libtorrent keeps no TIME-WAIT after acknowledging our FIN; when that last
+    ACK is lost the close ends as done (not after 2 minutes of timeouts).
+    """
+    p, sent = _silenced_fin(both_fins=True)
+    fins = [t for t, datagrams in sent for _ in datagrams]
+    stats = p.client.stats()
+    assert len(fins) == 1 + stats.tail_loss_probes + FIN_RESENDS  # and not at the third timeout
+    assert p.client.state is ConnectionState.LINGER
+    assert p.now - fins[0] < 4.0  # three RTOs (0.5 s, then backed off)
+    assert stats.timeouts == FIN_RESENDS + 1
+
+
+def test_a_fin_unanswered_before_the_peers_fin_times_out() -> None:
+    """Without the peer's FIN, its data may still be on the way: no early end."""
+    p, sent = _silenced_fin(both_fins=False)
+    assert len([t for t, datagrams in sent for _ in datagrams]) > 1 + FIN_RESENDS
+    assert p.client.state is ConnectionState.CLOSED
 
 
 def test_time_wait_reacks_late_retransmissions_after_linger() -> None:

@@ -147,6 +147,7 @@ class LibtorrentTestCase(TestCase):
         assert isinstance(seeder, Seeder)
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["hashfails"], 0, result)  # libtorrent checked every piece's SHA-1
+        self.assertTrue(result["flushed"], result)  # and wrote every block before the file was hashed
         self.assertEqual(result["pieces"], torrent.num_pieces)
         self.assertEqual(result["sha256"], expected(size)["sha256"])
         self.assertTrue(result["utp_only"], result)

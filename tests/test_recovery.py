@@ -167,6 +167,9 @@ def test_an_ack_the_path_delayed_stays_acceptable_down_to_the_widest_span() -> N
     assert rec.acceptable(s[9]) and rec.acceptable(s[1])  # the peer's ACK of 0.1 s ago, and older
     assert not rec.acceptable(s[0])  # 24 behind: more than was ever in flight, plus the slack of 3
     assert not rec.acceptable(s[24] + 1)
+    rec.max_span = 0xFFFF  # (tiny packets, a huge window): still nothing ahead of what we sent
+    assert rec.acceptable((s[24] - 0x7FFF) & 0xFFFF)
+    assert not rec.acceptable(s[24] + 1) and not rec.acceptable((s[24] + 0x8000) & 0xFFFF)
 
 
 def test_an_old_ack_leaves_the_window_and_the_flight_alone() -> None:

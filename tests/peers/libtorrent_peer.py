@@ -27,7 +27,9 @@ independent of libutp. Subcommands::
   that every peer that transferred payload was a uTP peer. Once done it pauses the
   torrent (closing the connection with a FIN) and keeps the session until its uTP
   sockets are closed (at most ``--linger`` seconds), so that a FIN lost on the way
-  is retransmitted.
+  is retransmitted. Then it has libtorrent write out the blocks it still holds
+  (``flush_cache``; ``flushed`` says it confirmed) before it hashes the file: a
+  piece passes its hash check before its last blocks reach the file.
 
 libtorrent facts to know (shared reference §10): a TCP listen socket opens even
 with incoming TCP disabled (it accepts nothing); the Python peer-info flags lack a
@@ -93,6 +95,7 @@ def session_settings(port: int, host: str) -> dict[str, Any]:
             | lt.alert.category_t.peer_notification
             | lt.alert.category_t.status_notification
             | lt.alert.category_t.connect_notification
+            | lt.alert.category_t.storage_notification
         ),
         "user_agent": "txutp-interop/libtorrent-" + lt.__version__,
     }
@@ -180,6 +183,8 @@ def merge_peers(seen: dict[str, dict[str, Any]], handle: Any) -> None:
 
 #: Transport named by each peer_connect_alert ("... connection to peer (uTP)").
 CONNECT_TRANSPORTS: list[str] = []
+#: How many cache_flushed_alerts were seen (a torrent's blocks all written to its files).
+CACHE_FLUSHES: list[int] = [0]
 
 
 def utp_counters(ses: Any, timeout: float = 2.0) -> dict[str, int]:
@@ -200,6 +205,8 @@ def drain_alerts(ses: Any) -> int:
     for a in ses.pop_alerts():
         if isinstance(a, lt.hash_failed_alert):
             hashfails += 1
+        if isinstance(a, lt.cache_flushed_alert):
+            CACHE_FLUSHES[0] += 1
         if isinstance(a, lt.peer_connect_alert):
             msg = a.message()
             CONNECT_TRANSPORTS.append("uTP" if "(uTP)" in msg else "TCP" if "(TCP)" in msg else msg)
@@ -359,6 +366,19 @@ def cmd_download(args: argparse.Namespace) -> int:
             c = utp_counters(ses, timeout=0.5)
             if c and not sum(c.get(k, 0) for k in ("num_utp_connected", "num_utp_fin_sent", "num_utp_close_wait")):
                 break
+    flushed = False
+    if done:
+        # Every piece passed its hash check, but libtorrent may still hold the last blocks in its
+        # store buffer: have them written to the file before reading it (10 s at most).
+        before = CACHE_FLUSHES[0]
+        handle.flush_cache()
+        flush_end = time.monotonic() + 10.0
+        while CACHE_FLUSHES[0] == before and time.monotonic() < flush_end:
+            ses.wait_for_alert(100)
+            hashfails += drain_alerts(ses)
+        flushed = CACHE_FLUSHES[0] > before
+        if not flushed:
+            log("no cache_flushed_alert within 10 s: the file may still have holes")
     path = directory / ti.name()  # a single-file torrent
     sha = hashlib.sha256()
     got = 0
@@ -387,6 +407,7 @@ def cmd_download(args: argparse.Namespace) -> int:
             else None
         ),
         "hashfails": hashfails,
+        "flushed": flushed,
         "pieces": st.num_pieces,
         "utp_only": utp_only,
         "connect_transports": CONNECT_TRANSPORTS,

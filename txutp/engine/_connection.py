@@ -67,6 +67,9 @@ __all__ = ["UTPConnection"]
 _INITIAL_PEER_WINDOW = 255 * 1435
 #: Resends of an initiator's bare confirming ACK (server-speaks-first support).
 _CONFIRM_RESENDS = 3
+#: Resends of our FIN, the peer's FIN received and all else acknowledged, before the close counts as
+#: done (libtorrent's utp_fin_resends).
+FIN_RESENDS = 2
 
 
 class UTPConnection(ConnectionSending, ConnectionReceiving):
@@ -413,11 +416,23 @@ class UTPConnection(ConnectionSending, ConnectionReceiving):
         self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_errors.last), now)
 
     def _on_recovery_timer(self, now: float) -> None:
-        action = self._recovery.on_timer(now)
+        rec = self._recovery
+        action = rec.on_timer(now)
         if action == GIVE_UP:
             self._terminate(Input.TIMED_OUT, ConnectionTimedOut(path_error=self._path_errors.last), now)
         elif action == PROBE:
             self._send_tail_probe(now)
+        elif (
+            rec.rto_count > FIN_RESENDS
+            and self.state is ConnectionState.CLOSING
+            and self.peer_fin_received
+            and rec.only_fin_unacked()
+        ):
+            # Every byte was acknowledged both ways and only the ACK of our FIN is missing. A peer
+            # that sent its FIN and then falls silent took ours and left (libtorrent keeps no
+            # TIME-WAIT after its last ACK): nothing was lost, so the close is clean, as on a RESET.
+            rec.clear()
+            self._on_fin_acked(now)
 
     def _on_confirm_timer(self, now: float) -> None:
         self._confirm_tries += 1

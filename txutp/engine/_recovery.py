@@ -247,11 +247,13 @@ class Recovery:
         term is RFC 5961's ``SND.UNA - MAX.SND.WND``: a packet the path delayed
         behind the peer's later ACKs carries an ACK that old, and its payload
         must not be lost with it. Before we sent any data (a connection still
-        unconfirmed) the span is 0 and the check is libutp's.
+        unconfirmed) the span is 0 and the check is libutp's. However wide the
+        span, an ``ack_nr`` is never taken from the half of the sequence space
+        ahead of us.
         """
         nxt = self.next_seq
         back = (nxt - 1 - ack_nr) & SEQ_MASK
-        if back <= ((nxt - self.snd_una) & SEQ_MASK) + self.max_span + ACK_SLACK:
+        if back <= ((nxt - self.snd_una) & SEQ_MASK) + self.max_span + ACK_SLACK and back < 0x8000:
             return True
         return reset and ack_nr == nxt
 
